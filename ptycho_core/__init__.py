@@ -1,0 +1,58 @@
+"""ptycho_core: the framework-free half of ptycho.
+
+Importing this package loads numpy, scipy and pluggy only. Backends (PyTorch,
+TensorFlow, third-party) are found through the ``ptycho.backends`` entry points and
+imported only when selected.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from ptycho_core.backend_selector import (
+    BackendInfo,
+    available_backends,
+    backend_info,
+    select_backend,
+)
+from ptycho_core.config import InferenceConfig, ModelConfig, TrainingConfig, to_legacy_dict
+from ptycho_core.errors import (
+    BackendConflictError,
+    BackendLoadError,
+    BackendMismatchError,
+    BackendUnavailableError,
+    BundleError,
+    DataContractError,
+    PtychoError,
+    UnknownBackendError,
+)
+from ptycho_core.protocol import BackendSpec, ReconstructionBackend, TrainedModel, TrainingData
+
+try:
+    __version__ = version("ptycho")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "BackendConflictError",
+    "BackendInfo",
+    "BackendLoadError",
+    "BackendMismatchError",
+    "BackendSpec",
+    "BackendUnavailableError",
+    "BundleError",
+    "DataContractError",
+    "InferenceConfig",
+    "ModelConfig",
+    "PtychoError",
+    "ReconstructionBackend",
+    "TrainedModel",
+    "TrainingConfig",
+    "TrainingData",
+    "UnknownBackendError",
+    "__version__",
+    "available_backends",
+    "backend_info",
+    "select_backend",
+    "to_legacy_dict",
+]

@@ -1,0 +1,170 @@
+"""Throughput benchmark of one backend, with figures relative to references of the same run.
+
+The machine is shared and noisy, so absolute rates are reported next to ratios: the
+end-to-end inference rate over the bare network forward rate (both measured here),
+and every rate per GFLOP/s of a numpy float32 matrix product measured at the start
+of the same run. A ratio survives a busy neighbour; an absolute number does not.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ptycho_core.backend_selector import backend_info, select_backend
+from ptycho_core.config import InferenceConfig, ModelConfig, TrainingConfig
+from ptycho_core.data import save_npz
+from ptycho_core.hooks import hookimpl, make_plugin_manager
+from ptycho_core.simulate import default_dataset
+from ptycho_core.workflows import prepare_training_data, reconstruct
+
+__all__ = ["BenchSettings", "reference_gflops", "run_benchmark"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchSettings:
+    """What ``ptycho bench`` measures; defaults are the issue's reference case."""
+
+    N: int = 64
+    gridsize: int = 1
+    n_patterns: int = 512
+    batch_size: int = 64
+    train_batch_size: int = 16
+    train_groups: int = 256
+    epochs: int = 3
+    repeats: int = 3
+    precision: str = "32"
+    seed: int = 7
+
+
+class _EpochClock:
+    """Hook plugin that timestamps the end of each epoch."""
+
+    def __init__(self) -> None:
+        self.marks: list[float] = []
+
+    @hookimpl
+    def ptycho_train_start(self, backend: str, config: Any, n_groups: int) -> None:
+        self.marks = [time.perf_counter()]
+
+    @hookimpl
+    def ptycho_epoch_end(self, epoch: int, nepochs: int, losses: Mapping[str, float]) -> None:
+        self.marks.append(time.perf_counter())
+
+
+def reference_gflops(size: int = 1024, repeats: int = 5) -> float:
+    """Best-of-``repeats`` float32 matrix-product rate of numpy, in GFLOP/s."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size), dtype=np.float32)
+    b = rng.standard_normal((size, size), dtype=np.float32)
+    a @ b  # warm-up: thread pool start, page faults
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2.0 * size**3 / best / 1e9
+
+
+def _timed(action: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def run_benchmark(
+    backend_name: str, settings: BenchSettings | None = None, *, workdir: Path | None = None
+) -> dict[str, Any]:
+    """Measure training, bare-forward and end-to-end inference throughput of a backend.
+
+    Returns a JSON-compatible dict: ``forward_patterns_per_s``, ``infer_patterns_per_s``,
+    ``train_groups_per_s``, ``infer_over_forward`` and the reference-relative ratios.
+    """
+    settings = BenchSettings() if settings is None else settings
+    backend = select_backend(backend_name)
+    info = backend_info(backend_name)
+    reference = reference_gflops()
+
+    model_config = ModelConfig(N=settings.N, gridsize=settings.gridsize)
+    channels = model_config.channels
+    train_config = TrainingConfig(
+        model=model_config,
+        backend=backend_name,
+        nepochs=settings.epochs,
+        batch_size=settings.train_batch_size,
+        n_groups=settings.train_groups,
+        validation_split=0.0,
+        early_stop_patience=settings.epochs,
+        precision=settings.precision,
+        seed=settings.seed,
+    )
+    inference_config = InferenceConfig(
+        backend=backend_name, batch_size=settings.batch_size, precision=settings.precision
+    )
+
+    train_set = default_dataset("train", N=settings.N, seed=settings.seed)
+    test_set = default_dataset(
+        "test", N=settings.N, n_positions=settings.n_patterns, seed=settings.seed
+    )
+
+    clock = _EpochClock()
+    hooks = make_plugin_manager(clock, load_entry_points=False).hook
+    training = prepare_training_data(train_set, train_config)
+    model = backend.train(training, train_config, hooks=hooks)
+    epoch_times = np.diff(clock.marks)
+    steady = epoch_times[1:] if len(epoch_times) > 1 else epoch_times
+    train_rate = training.n_groups / statistics.median(steady)
+
+    forward = getattr(backend, "forward", None)
+    forward_rate: float | None
+    rng = np.random.default_rng(settings.seed)
+    batch = rng.random((settings.batch_size, settings.N, settings.N, channels), dtype=np.float32)
+    coords = np.zeros((settings.batch_size, 1, 2, channels), dtype=np.float32)
+    n_batches = max(1, settings.n_patterns // (settings.batch_size * channels))
+    if forward is not None:
+        forward(model, batch, coords)  # warm-up
+        forward_time = min(
+            _timed(lambda: [forward(model, batch, coords) for _ in range(n_batches)])
+            for _ in range(settings.repeats)
+        )
+        forward_rate = n_batches * settings.batch_size * channels / forward_time
+    else:
+        forward_rate = None
+
+    quiet = make_plugin_manager(load_entry_points=False).hook
+    with tempfile.TemporaryDirectory(prefix="ptycho-bench-") as tmp:
+        data_path = Path(workdir or tmp) / "bench-test.npz"
+        save_npz(test_set, data_path)
+        reconstruct(model, data_path, inference_config, hooks=quiet, backend=backend)  # warm-up
+        infer_time = min(
+            _timed(
+                lambda: reconstruct(
+                    model, data_path, inference_config, hooks=quiet, backend=backend
+                )
+            )
+            for _ in range(settings.repeats)
+        )
+    n_infer_patterns = test_set.n_positions * (channels if settings.gridsize > 1 else 1)
+    infer_rate = n_infer_patterns / infer_time
+
+    return {
+        "backend": backend_name,
+        "distribution": info.distribution,
+        "version": info.version,
+        "N": settings.N,
+        "gridsize": settings.gridsize,
+        "precision": settings.precision,
+        "batch_size": settings.batch_size,
+        "forward_patterns_per_s": forward_rate,
+        "infer_patterns_per_s": infer_rate,
+        "train_groups_per_s": train_rate,
+        "infer_over_forward": None if forward_rate is None else infer_rate / forward_rate,
+        "reference_gflops": reference,
+        "forward_per_reference_gflop": None if forward_rate is None else forward_rate / reference,
+        "infer_per_reference_gflop": infer_rate / reference,
+        "train_per_reference_gflop": train_rate / reference,
+        "epoch_seconds": [float(t) for t in epoch_times],
+    }

@@ -1,0 +1,349 @@
+"""Argument parsing, dispatch and error reporting of the ``ptycho`` command.
+
+User errors (bad files, unknown or unusable backends, invalid options) end the
+process with status 2 and one line on stderr; ``--traceback`` shows the stack for
+bug reports. Heavy modules are imported inside the commands that need them, so
+``ptycho backends`` stays fast and never imports a framework.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ptycho_core import __version__
+from ptycho_core.config import PRECISIONS, InferenceConfig, TrainingConfig
+from ptycho_core.errors import PtychoError
+
+__all__ = ["build_parser", "main"]
+
+EXIT_USER_ERROR = 2
+BUNDLE_NAME = "model.ptycho"
+
+
+def _json_safe(value: Any) -> Any:
+    """Replace non-finite floats by strings so the output is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "inf" if value > 0 else "-inf" if value < 0 else "nan"
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(_json_safe(value), indent=2, sort_keys=True, allow_nan=False))
+
+
+def _progress(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from ptycho_core.cli.progress import ProgressBars
+    from ptycho_core.hooks import make_plugin_manager
+
+    return make_plugin_manager(ProgressBars(enabled=not args.quiet)).hook
+
+
+def _devices(text: str) -> int | str:
+    return text if text == "auto" else int(text)
+
+
+# -- commands -------------------------------------------------------------------------
+
+
+def cmd_backends(args: argparse.Namespace) -> int:
+    from ptycho_core.backend_selector import available_backends, describe_backends
+
+    infos = available_backends()
+    if args.json:
+        _print_json([info.to_dict() for info in infos])
+    else:
+        print(describe_backends(infos))
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from ptycho_core.data import save_npz
+    from ptycho_core.simulate import SimulationConfig, default_dataset, simulate
+
+    if args.config is not None:
+        config = SimulationConfig.from_dict(json.loads(Path(args.config).read_text()))
+        data = simulate(config)
+    else:
+        data = default_dataset(args.split, N=args.N, n_positions=args.n_positions, seed=args.seed)
+    save_npz(data, args.output)
+    print(
+        f"wrote {args.output}: {data.n_positions} patterns of {data.N}×{data.N}, "
+        f"object {data.object.shape if data.object is not None else 'none'}"
+    )
+    return 0
+
+
+def _training_config(args: argparse.Namespace) -> TrainingConfig:
+    base = (
+        TrainingConfig.from_json(Path(args.config).read_text())
+        if args.config is not None
+        else TrainingConfig()
+    )
+    model_changes = {
+        key: value
+        for key, value in {
+            "gridsize": args.gridsize,
+            "model_type": args.model_type,
+            "n_filters_scale": args.n_filters_scale,
+        }.items()
+        if value is not None
+    }
+    changes = {
+        key: value
+        for key, value in {
+            "backend": args.backend,
+            "nepochs": args.epochs,
+            "batch_size": args.batch_size,
+            "seed": args.seed,
+            "n_groups": args.n_groups,
+            "nphotons": args.nphotons,
+            "learning_rate": args.learning_rate,
+            "precision": args.precision,
+            "accelerator": args.accelerator,
+            "devices": args.devices,
+            "strategy": args.strategy,
+            "num_nodes": args.num_nodes,
+        }.items()
+        if value is not None
+    }
+    if args.all_groups:
+        changes["n_groups"] = None
+    model = base.model.replace(**model_changes) if model_changes else base.model
+    return base.replace(
+        model=model,
+        train_data_file=str(args.data),
+        output_dir=str(args.output_dir),
+        **changes,
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ptycho_core.workflows import save_model, summarize_history, train_cdi_model
+
+    config = _training_config(args)
+    results = train_cdi_model(args.data, None, config, hooks=_progress(args))
+    model = results["model"]
+    output = Path(args.output_dir)
+    bundle = output / BUNDLE_NAME
+    if _is_primary_process():
+        save_model(model, bundle)
+        (output / "history.json").write_text(json.dumps(_json_safe(dict(model.history)), indent=2))
+        final = ", ".join(f"{k} {v:.4g}" for k, v in summarize_history(model.history).items())
+        print(f"trained {model.backend} model on {results['train_data'].n_groups} groups ({final})")
+        print(f"wrote {bundle}")
+    return 0
+
+
+def _is_primary_process() -> bool:
+    """False in the extra ranks a multi-process strategy (e.g. DDP) launches."""
+    return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    from ptycho_core.cli.figures import save_image
+    from ptycho_core.results import save_reconstruction
+    from ptycho_core.workflows import load_inference_bundle, reconstruct
+
+    model, _ = load_inference_bundle(args.bundle, backend=args.backend)
+    changes = {
+        key: value
+        for key, value in {
+            "batch_size": args.batch_size,
+            "stitch_size": args.stitch_size,
+            "n_groups": args.n_groups,
+            "precision": args.precision,
+            "accelerator": args.accelerator,
+            "devices": args.devices,
+        }.items()
+        if value is not None
+    }
+    config = InferenceConfig(
+        backend=model.backend,
+        model_path=str(args.bundle),
+        test_data_file=str(args.data),
+        output_dir=str(args.output_dir),
+        **changes,
+    )
+    result = reconstruct(model, args.data, config, hooks=_progress(args))
+    output = Path(args.output_dir)
+    save_reconstruction(result.stitched, output / "reconstruction.npz", backend=result.backend)
+    save_image(result.amplitude, output / "amplitude.png", title="amplitude", cmap="gray")
+    save_image(result.phase, output / "phase.png", title="phase", cmap="twilight")
+    print(
+        f"reconstructed {result.n_groups} groups with {result.backend}; wrote "
+        f"{output / 'reconstruction.npz'}, amplitude.png, phase.png"
+    )
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ptycho_core.data import load_npz
+    from ptycho_core.results import evaluate_stitched, load_reconstruction
+
+    metrics = evaluate_stitched(load_reconstruction(args.reconstruction), load_npz(args.data))
+    if args.json:
+        _print_json(metrics)
+    else:
+        width = max(map(len, metrics))
+        for name, value in metrics.items():
+            print(f"{name:<{width}}  {value:.4f}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from ptycho_core.bench import BenchSettings, run_benchmark
+
+    settings = BenchSettings(
+        N=args.N,
+        gridsize=args.gridsize,
+        n_patterns=args.n_patterns,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        train_groups=args.train_groups,
+        precision=args.precision,
+    )
+    report = run_benchmark(args.backend, settings)
+    if args.json:
+        _print_json(report)
+    else:
+        for name, value in report.items():
+            shown = f"{value:.4g}" if isinstance(value, float) else value
+            print(f"{name:<28} {shown}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ptycho_core.demo import run_demo
+
+    run_demo(
+        backend=args.backend,
+        output_dir=Path(args.output_dir),
+        epochs=args.epochs,
+        n_groups=args.n_groups,
+        hooks=_progress(args),
+    )
+    return 0
+
+
+# -- parser ---------------------------------------------------------------------------
+
+
+def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--batch-size", type=int, help="groups per step")
+    parser.add_argument("--precision", choices=PRECISIONS, help="numeric precision")
+    parser.add_argument("--accelerator", choices=("auto", "cpu", "gpu"), help="device kind")
+    parser.add_argument("--devices", type=_devices, help="number of devices, or 'auto'")
+    parser.add_argument("--n-groups", type=int, help="number of groups (default: see specs/cli.md)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``ptycho`` argument parser (documented in specs/cli.md)."""
+    parser = argparse.ArgumentParser(
+        prog="ptycho",
+        description="Physics-informed neural-network ptychography on any backend.",
+    )
+    parser.add_argument("--version", action="version", version=f"ptycho {__version__}")
+    parser.add_argument("--traceback", action="store_true", help="show the stack on errors")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    backends = commands.add_parser("backends", help="list installed backends and whether they work")
+    backends.add_argument("--json", action="store_true", help="machine-readable output")
+    backends.set_defaults(run=cmd_backends)
+
+    simulate = commands.add_parser("simulate", help="write a simulated dataset (NPZ)")
+    simulate.add_argument("output", type=Path, metavar="OUT.npz")
+    simulate.add_argument(
+        "--split", choices=("train", "test"), default="train", help="which default object"
+    )
+    simulate.add_argument("-N", "--N", type=int, default=64, help="pattern size")
+    simulate.add_argument("--n-positions", type=int, help="number of scan positions")
+    simulate.add_argument("--seed", type=int, help="random seed (default: the split's own)")
+    simulate.add_argument("--config", type=Path, help="JSON SimulationConfig (overrides the above)")
+    simulate.set_defaults(run=cmd_simulate)
+
+    train = commands.add_parser("train", help="train a model and save a bundle")
+    train.add_argument("data", type=Path, metavar="DATA.npz")
+    train.add_argument("--backend", help=f"backend name (default: {TrainingConfig().backend})")
+    train.add_argument("--output-dir", type=Path, required=True, help="where model.ptycho goes")
+    train.add_argument("--config", type=Path, help="TrainingConfig JSON; flags override it")
+    train.add_argument("--epochs", type=int, help="maximum epochs")
+    train.add_argument("--gridsize", type=int, help="patterns per group side")
+    train.add_argument("--seed", type=int, help="random seed")
+    train.add_argument("--nphotons", type=float, help="photons per pattern (Poisson scale)")
+    train.add_argument("--learning-rate", type=float, help="Adam learning rate")
+    train.add_argument("--model-type", choices=("pinn", "supervised"), help="loss kind")
+    train.add_argument("--n-filters-scale", type=int, help="filter multiplier")
+    train.add_argument("--all-groups", action="store_true", help="one group per scan position")
+    train.add_argument("--strategy", help="multi-device strategy, e.g. ddp")
+    train.add_argument("--num-nodes", type=int, help="machines taking part")
+    _add_runtime_options(train)
+    train.set_defaults(run=cmd_train)
+
+    infer = commands.add_parser("infer", help="reconstruct a dataset with a trained bundle")
+    infer.add_argument("bundle", type=Path, metavar="BUNDLE")
+    infer.add_argument("data", type=Path, metavar="DATA.npz")
+    infer.add_argument("--output-dir", type=Path, required=True, help="where outputs go")
+    infer.add_argument("--backend", help="require this backend (default: the bundle's)")
+    infer.add_argument("--stitch-size", type=int, help="central crop M used for stitching")
+    _add_runtime_options(infer)
+    infer.set_defaults(run=cmd_infer)
+
+    evaluate = commands.add_parser("evaluate", help="compare a reconstruction with objectGuess")
+    evaluate.add_argument("reconstruction", type=Path, metavar="RECONSTRUCTION.npz")
+    evaluate.add_argument("data", type=Path, metavar="DATA.npz")
+    evaluate.add_argument("--json", action="store_true", help="machine-readable output")
+    evaluate.set_defaults(run=cmd_evaluate)
+
+    bench = commands.add_parser("bench", help="measure a backend's throughput")
+    bench.add_argument("--backend", required=True, help="backend name")
+    bench.add_argument("--json", action="store_true", help="one JSON object")
+    bench.add_argument("-N", "--N", type=int, default=64, help="pattern size")
+    bench.add_argument("--gridsize", type=int, default=1, help="patterns per group side")
+    bench.add_argument("--n-patterns", type=int, default=512, help="patterns inferred end to end")
+    bench.add_argument("--batch-size", type=int, default=64, help="inference batch")
+    bench.add_argument("--epochs", type=int, default=3, help="training epochs timed")
+    bench.add_argument("--train-groups", type=int, default=256, help="groups per training epoch")
+    bench.add_argument("--precision", choices=PRECISIONS, default="32", help="numeric precision")
+    bench.set_defaults(run=cmd_bench)
+
+    demo = commands.add_parser("demo", help="simulate → train → infer → evaluate, with a figure")
+    demo.add_argument("--backend", default=TrainingConfig().backend, help="backend name")
+    demo.add_argument("--output-dir", type=Path, default=Path("ptycho-demo"), help="outputs")
+    demo.add_argument("--epochs", type=int, default=None, help="training epochs")
+    demo.add_argument("--n-groups", type=int, default=None, help="training groups")
+    demo.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (``ptycho`` console script entry point)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except (PtychoError, ValueError, RuntimeError, OSError) as error:
+        if args.traceback:
+            raise
+        text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        print(f"ptycho {args.command}: error: {text or type(error).__name__}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"ptycho {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

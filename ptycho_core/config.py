@@ -1,0 +1,388 @@
+"""Immutable, validated run configurations.
+
+Configs are frozen dataclasses passed down explicitly; there is no global parameter
+dictionary. Every field carries a one-line description in its metadata (used by the
+CLI help and the specs) and is validated when the object is built, so a bad value
+fails at the place it was written, with a ``ValueError`` that names the field.
+
+Code that still expects upstream PtychoPINN's flat ``params.cfg`` keys can call the
+pure function :func:`to_legacy_dict`; nothing is ever written to a global.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self
+
+__all__ = [
+    "AMP_ACTIVATIONS",
+    "MODEL_TYPES",
+    "PRECISIONS",
+    "SUPPORTED_N",
+    "InferenceConfig",
+    "ModelConfig",
+    "TrainingConfig",
+    "to_legacy_dict",
+]
+
+SUPPORTED_N: tuple[int, ...] = (64, 128, 256)
+AMP_ACTIVATIONS: tuple[str, ...] = ("sigmoid", "swish", "softplus", "relu")
+_ACTIVATION_ALIASES: Mapping[str, str] = {"silu": "swish"}
+MODEL_TYPES: tuple[str, ...] = ("pinn", "supervised")
+PRECISIONS: tuple[str, ...] = ("32", "bf16-mixed")
+DEFAULT_BACKEND = "tensorflow"
+
+Check = Callable[[Any], str | None]
+
+
+def _doc(text: str, check: Check | None = None, **kwargs: Any) -> Any:
+    """A dataclass field with a description and an optional validator (returns an error)."""
+    return field(metadata={"doc": text, "check": check}, **kwargs)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return (isinstance(value, int | float) and not isinstance(value, bool)) and math.isfinite(value)
+
+
+def _int_at_least(low: int) -> Check:
+    def check(value: Any) -> str | None:
+        if not _is_int(value) or value < low:
+            return f"an integer >= {low}"
+        return None
+
+    return check
+
+
+def _optional(check: Check) -> Check:
+    def wrapped(value: Any) -> str | None:
+        if value is None:
+            return None
+        problem = check(value)
+        return None if problem is None else f"None or {problem}"
+
+    return wrapped
+
+
+def _one_of(choices: tuple[Any, ...]) -> Check:
+    def check(value: Any) -> str | None:
+        return None if value in choices else f"one of {', '.join(map(repr, choices))}"
+
+    return check
+
+
+def _real_in(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> Check:
+    def check(value: Any) -> str | None:
+        ok = _is_real(value)
+        if ok:
+            ok = (value > low if low_open else value >= low) and (
+                value < high if high_open else value <= high
+            )
+        if ok:
+            return None
+        left, right = "(" if low_open else "[", ")" if high_open else "]"
+        return f"a finite number in {left}{low}, {high}{right}"
+
+    return check
+
+
+def _positive_real(value: Any) -> str | None:
+    return None if _is_real(value) and value > 0 else "a finite number > 0"
+
+
+def _bool(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "True or False"
+
+
+def _non_empty_str(value: Any) -> str | None:
+    return None if isinstance(value, str) and value.strip() else "a non-empty string"
+
+
+def _power_of_two(value: Any) -> str | None:
+    if _is_int(value) and value > 0 and value & (value - 1) == 0:
+        return None
+    return "a positive power of two"
+
+
+def _devices(value: Any) -> str | None:
+    if value == "auto" or (_is_int(value) and value >= 1):
+        return None
+    return "'auto' or an integer >= 1"
+
+
+class _ConfigMixin:
+    """Validation, dict/JSON round trip and field docs shared by the config classes."""
+
+    _nested: ClassVar[Mapping[str, type]] = {}
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            check = f.metadata.get("check")
+            value = getattr(self, f.name)
+            if check is not None and (expected := check(value)) is not None:
+                raise ValueError(
+                    f"{type(self).__name__}.{f.name}: expected {expected}, found {value!r}"
+                )
+        self._validate_together()
+
+    def _validate_together(self) -> None:
+        """Checks that involve several fields; overridden where needed."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-compatible dict; nested configs become nested dicts."""
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """Build from :meth:`to_dict` output; unknown keys are an error, missing keys default."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{cls.__name__}: expected a mapping, found {type(data).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(
+                f"{cls.__name__}: unknown field(s) {', '.join(map(repr, unknown))}; "
+                f"known fields: {', '.join(sorted(names))}"
+            )
+        values = dict(data)
+        for name, nested in cls._nested.items():
+            if name in values and isinstance(values[name], Mapping):
+                values[name] = nested.from_dict(values[name])  # type: ignore[attr-defined]
+        return cls(**values)
+
+    def to_json(self) -> str:
+        """The config as a JSON document (stable key order)."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Self:
+        """Parse :meth:`to_json` output; malformed JSON raises ``ValueError``."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{cls.__name__}: invalid JSON: {error}") from error
+        return cls.from_dict(data)
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+    @classmethod
+    def field_docs(cls) -> dict[str, str]:
+        """Field name → one-line description."""
+        return {f.name: f.metadata.get("doc", "") for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig(_ConfigMixin):
+    """Architecture of the PtychoPINN generator and its physics (specs/backend-protocol.md)."""
+
+    N: int = _doc("diffraction pattern size in pixels", _one_of(SUPPORTED_N), default=64)
+    gridsize: int = _doc("groups hold gridsize² neighbouring patterns", _int_at_least(1), default=1)
+    n_filters_scale: int = _doc(
+        "multiplier of every convolution's filters", _int_at_least(1), default=2
+    )
+    model_type: str = _doc(
+        "'pinn' (physics loss) or 'supervised'", _one_of(MODEL_TYPES), default="pinn"
+    )
+    amp_activation: str = _doc(
+        "amplitude head activation ('silu' is an alias of 'swish')",
+        _one_of(AMP_ACTIVATIONS + tuple(_ACTIVATION_ALIASES)),
+        default="sigmoid",
+    )
+    object_big: bool = _doc(
+        "merge the gridsize² patches into one object canvas", _bool, default=True
+    )
+    probe_big: bool = _doc("decode the field outside the central N/2 box too", _bool, default=True)
+    probe_mask: bool = _doc("multiply the probe by the disk r < N/4", _bool, default=False)
+    pad_object: bool = _doc(
+        "decode the object in the central N/2 box, zero-padded", _bool, default=True
+    )
+    probe_scale: float = _doc("probe normalisation divisor", _positive_real, default=4.0)
+    gaussian_smoothing_sigma: float = _doc(
+        "σ of the complex probe smoothing (0 disables)", _real_in(0.0, 100.0), default=0.0
+    )
+    offset: int = _doc(
+        "nominal spacing of grouped positions in pixels", _int_at_least(0), default=4
+    )
+    max_position_jitter: int = _doc("extra canvas margin in pixels", _int_at_least(0), default=10)
+
+    def __post_init__(self) -> None:
+        alias = _ACTIVATION_ALIASES.get(self.amp_activation)  # type: ignore[call-overload]
+        if alias is not None:
+            object.__setattr__(self, "amp_activation", alias)
+        super().__post_init__()
+
+    @property
+    def channels(self) -> int:
+        """Patterns per group, C = gridsize²."""
+        return self.gridsize**2
+
+    @property
+    def canvas_size(self) -> int:
+        """Side P of the in-model merge canvas: N + (gridsize−1)·offset + max_position_jitter."""
+        return self.N + (self.gridsize - 1) * self.offset + self.max_position_jitter
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingConfig(_ConfigMixin):
+    """How to train a model; ``backend`` names the entry point that does the work."""
+
+    _nested: ClassVar[Mapping[str, type]] = {"model": ModelConfig}
+
+    model: ModelConfig = _doc("the architecture to train", default_factory=ModelConfig)
+    backend: str = _doc(
+        "backend name in the 'ptycho.backends' entry points",
+        _non_empty_str,
+        default=DEFAULT_BACKEND,
+    )
+    nepochs: int = _doc("maximum number of epochs", _int_at_least(1), default=50)
+    batch_size: int = _doc("groups per optimisation step", _power_of_two, default=16)
+    learning_rate: float = _doc("Adam learning rate", _positive_real, default=1e-3)
+    nphotons: float = _doc(
+        "expected photons per pattern; sets the Poisson scale", _positive_real, default=1e9
+    )
+    n_groups: int | None = _doc(
+        "groups to train on (None: one per position)", _optional(_int_at_least(1)), default=512
+    )
+    neighbor_count: int = _doc("K of the K-nearest-neighbour grouping", _int_at_least(1), default=4)
+    sequential_sampling: bool = _doc(
+        "seed groups at the first positions instead of at random", _bool, default=False
+    )
+    mae_weight: float = _doc("weight of the amplitude MAE loss", _real_in(0.0, 1.0), default=0.0)
+    nll_weight: float = _doc(
+        "weight of the Poisson negative log-likelihood", _real_in(0.0, 1.0), default=1.0
+    )
+    probe_trainable: bool = _doc("let the optimiser refine the probe", _bool, default=False)
+    intensity_scale_trainable: bool = _doc(
+        "train the output gain exp(log_gain)", _bool, default=True
+    )
+    validation_split: float = _doc(
+        "fraction of groups (the last ones) held out",
+        _real_in(0.0, 1.0, high_open=True),
+        default=0.05,
+    )
+    lr_plateau_factor: float = _doc(
+        "learning-rate factor when validation loss stalls",
+        _real_in(0.0, 1.0, low_open=True, high_open=True),
+        default=0.5,
+    )
+    lr_plateau_patience: int = _doc(
+        "epochs without improvement before the rate drops", _int_at_least(0), default=2
+    )
+    min_learning_rate: float = _doc(
+        "floor of the learning-rate schedule", _positive_real, default=1e-4
+    )
+    early_stop_patience: int = _doc(
+        "epochs without training-loss improvement before stopping", _int_at_least(1), default=3
+    )
+    seed: int = _doc(
+        "seed of grouping, weight initialisation and shuffling", _int_at_least(0), default=42
+    )
+    precision: str = _doc(
+        "numeric precision: '32' or 'bf16-mixed'", _one_of(PRECISIONS), default="32"
+    )
+    accelerator: str = _doc(
+        "'auto', 'cpu' or 'gpu'", _one_of(("auto", "cpu", "gpu")), default="auto"
+    )
+    devices: int | str = _doc("devices to train on, or 'auto'", _devices, default=1)
+    strategy: str = _doc(
+        "multi-device strategy passed to the backend ('auto', 'ddp', ...)",
+        _non_empty_str,
+        default="auto",
+    )
+    num_nodes: int = _doc("machines taking part in training", _int_at_least(1), default=1)
+    train_data_file: str | None = _doc("NPZ the model was trained on (provenance)", default=None)
+    test_data_file: str | None = _doc("NPZ used for evaluation (provenance)", default=None)
+    output_dir: str | None = _doc("folder for outputs (provenance)", default=None)
+
+    def _validate_together(self) -> None:
+        if self.model.gridsize > 1 and self.neighbor_count < self.model.channels:
+            raise ValueError(
+                f"TrainingConfig.neighbor_count: expected >= gridsize² = {self.model.channels} "
+                f"for gridsize {self.model.gridsize}, found {self.neighbor_count}"
+            )
+        if self.mae_weight == 0 and self.nll_weight == 0 and self.model.model_type == "pinn":
+            raise ValueError(
+                "TrainingConfig.nll_weight: expected mae_weight or nll_weight > 0 for a 'pinn' "
+                "model, found both 0"
+            )
+        if self.min_learning_rate > self.learning_rate:
+            raise ValueError(
+                f"TrainingConfig.min_learning_rate: expected <= learning_rate "
+                f"({self.learning_rate}), found {self.min_learning_rate}"
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class InferenceConfig(_ConfigMixin):
+    """How to run a trained model; the architecture comes from the bundle's manifest."""
+
+    backend: str = _doc(
+        "backend name in the 'ptycho.backends' entry points",
+        _non_empty_str,
+        default=DEFAULT_BACKEND,
+    )
+    batch_size: int = _doc("groups per forward pass", _int_at_least(1), default=64)
+    n_groups: int | None = _doc(
+        "groups to reconstruct (None: one per position)", _optional(_int_at_least(1)), default=None
+    )
+    neighbor_count: int = _doc("K of the K-nearest-neighbour grouping", _int_at_least(1), default=4)
+    seed: int = _doc("seed of the grouping", _int_at_least(0), default=42)
+    stitch_size: int = _doc(
+        "side M of the central crop of each patch used for stitching", _int_at_least(1), default=20
+    )
+    precision: str = _doc(
+        "numeric precision: '32' or 'bf16-mixed'", _one_of(PRECISIONS), default="32"
+    )
+    accelerator: str = _doc(
+        "'auto', 'cpu' or 'gpu'", _one_of(("auto", "cpu", "gpu")), default="auto"
+    )
+    devices: int | str = _doc("devices to run on, or 'auto'", _devices, default=1)
+    model_path: str | None = _doc("bundle the model came from (provenance)", default=None)
+    test_data_file: str | None = _doc("NPZ reconstructed (provenance)", default=None)
+    output_dir: str | None = _doc("folder for outputs (provenance)", default=None)
+
+
+_LEGACY_RENAMES: Mapping[str, str] = {
+    "object_big": "object.big",
+    "probe_big": "probe.big",
+    "probe_mask": "probe.mask",
+    "probe_trainable": "probe.trainable",
+    "intensity_scale_trainable": "intensity_scale.trainable",
+    "output_dir": "output_prefix",
+    "train_data_file": "train_data_file_path",
+    "test_data_file": "test_data_file_path",
+}
+
+
+def to_legacy_dict(
+    config: ModelConfig | TrainingConfig | InferenceConfig,
+    *,
+    intensity_scale: float | None = None,
+) -> dict[str, Any]:
+    """Flatten a config into upstream PtychoPINN's ``params.cfg`` key names.
+
+    A pure function: it returns a new dict and touches no global. Nested model fields
+    are flattened into the top level, as upstream's ``update_legacy_dict`` does, and
+    ``None`` values are left out (upstream keeps the previous value for those).
+    """
+    if not isinstance(config, ModelConfig | TrainingConfig | InferenceConfig):
+        raise TypeError(f"to_legacy_dict: expected a ptycho config, found {type(config).__name__}")
+    flat = config.to_dict()
+    model = flat.pop("model", None)
+    if model is not None:
+        flat.update(model)
+    legacy = {
+        _LEGACY_RENAMES.get(key, key): value for key, value in flat.items() if value is not None
+    }
+    if intensity_scale is not None:
+        legacy["intensity_scale"] = float(intensity_scale)
+    return legacy

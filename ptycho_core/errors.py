@@ -1,0 +1,52 @@
+"""Exception types shared by every part of ptycho.
+
+Each error subclasses the built-in type a caller would naturally catch
+(``ValueError`` for bad input, ``RuntimeError`` for an unusable environment), so
+code written against the upstream package keeps working, while ``PtychoError``
+lets the CLI tell a user's mistake from a bug.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendConflictError",
+    "BackendLoadError",
+    "BackendMismatchError",
+    "BackendUnavailableError",
+    "BundleError",
+    "DataContractError",
+    "PtychoError",
+    "UnknownBackendError",
+]
+
+
+class PtychoError(Exception):
+    """Base of every error ptycho raises on purpose; the CLI prints these as one line."""
+
+
+class DataContractError(PtychoError, ValueError):
+    """An NPZ file or in-memory dataset breaks the data contract (specs/data-contract.md)."""
+
+
+class BundleError(PtychoError, ValueError):
+    """A model bundle is corrupt, truncated, foreign or unsafe (specs/bundle-format.md)."""
+
+
+class BackendMismatchError(BundleError):
+    """A bundle written by one backend was handed to another."""
+
+
+class UnknownBackendError(PtychoError, ValueError):
+    """No installed distribution registers the requested backend name."""
+
+
+class BackendUnavailableError(PtychoError, RuntimeError):
+    """The backend is registered but a module it declares as required cannot be found."""
+
+
+class BackendLoadError(PtychoError, RuntimeError):
+    """The backend's entry point or implementation failed to import or is not a backend."""
+
+
+class BackendConflictError(PtychoError, RuntimeError):
+    """Two installed distributions register the same backend name."""

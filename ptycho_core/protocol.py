@@ -1,0 +1,175 @@
+"""The contract between ptycho and a reconstruction backend.
+
+A backend is any object with a ``name`` and four methods — ``train``, ``infer``,
+``save`` and ``load`` — that take and return numpy arrays and the core dataclasses
+below, never framework tensors. Everything shared (reading data, grouping,
+normalisation, stitching, metrics, the bundle manifest) is done once, here in core;
+a backend only maps normalised diffraction to complex object patches and persists
+what it learned. ``specs/backend-protocol.md`` is the normative description.
+
+Backends are found through the ``ptycho.backends`` entry-point group. The entry point
+should resolve to a :class:`BackendSpec`: a cheap declaration of the modules the
+backend needs and where its implementation lives, so that listing and selecting
+backends never imports a heavy framework that was not asked for.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from ptycho_core.config import InferenceConfig, TrainingConfig
+from ptycho_core.grouping import GroupedData
+from ptycho_core.hooks import HookRelay
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "PROTOCOL_METHODS",
+    "BackendSpec",
+    "ReconstructionBackend",
+    "TrainedModel",
+    "TrainingData",
+]
+
+ENTRY_POINT_GROUP = "ptycho.backends"
+PROTOCOL_METHODS: tuple[str, ...] = ("train", "infer", "save", "load")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackendSpec:
+    """What an entry point of ``ptycho.backends`` resolves to.
+
+    Creating a spec must be cheap: the module that defines it imports nothing but
+    ``ptycho_core`` and the standard library. The selector checks ``requires`` with
+    ``importlib.util.find_spec`` (no import) before it imports ``target``.
+    """
+
+    name: str
+    """Backend name users type (``--backend NAME``); equals the entry point's name."""
+    target: str
+    """``"package.module:attribute"`` of the backend class (instantiated with no
+    arguments), of a no-argument factory, or of a ready backend instance."""
+    requires: tuple[str, ...] = ()
+    """Top-level modules that must be importable, the framework first."""
+    display_name: str | None = None
+    """Human name used in messages, e.g. ``"PyTorch"``; defaults to ``name``."""
+    install_hint: str | None = None
+    """Command that installs the missing modules, e.g. ``pip install 'ptycho[torch]'``."""
+    description: str = ""
+    """One line shown by ``ptycho backends``."""
+
+    def __post_init__(self) -> None:
+        if not self.name or not isinstance(self.name, str):
+            raise ValueError(f"BackendSpec.name: expected a non-empty string, found {self.name!r}")
+        module, sep, attribute = self.target.partition(":")
+        if not (module and sep and attribute):
+            raise ValueError(
+                f"BackendSpec.target: expected 'package.module:attribute', found {self.target!r}"
+            )
+        if isinstance(self.requires, str) or not all(
+            isinstance(r, str) and r and "." not in r for r in self.requires
+        ):
+            raise ValueError(
+                "BackendSpec.requires: expected a tuple of top-level module names, "
+                f"found {self.requires!r}"
+            )
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class TrainingData:
+    """Everything a backend needs to train, prepared by core from an NPZ dataset."""
+
+    groups: GroupedData
+    """Grouped, normalised diffraction (see :class:`ptycho_core.grouping.GroupedData`)."""
+    probe: np.ndarray
+    """Normalised probe P̃, complex64 (N, N)."""
+    intensity_scale: float
+    """s₀: normalised amplitude × s₀ = amplitude in sqrt-photon units."""
+
+    @property
+    def N(self) -> int:
+        return self.groups.N
+
+    @property
+    def n_groups(self) -> int:
+        return self.groups.n_groups
+
+    def split(self, validation_fraction: float) -> tuple[TrainingData, TrainingData | None]:
+        """The first groups for training and the last ``validation_fraction`` for validation.
+
+        Returns ``(self, None)`` when the fraction leaves no validation group.
+        """
+        n_val = int(self.n_groups * validation_fraction)
+        if n_val == 0 or n_val >= self.n_groups:
+            return self, None
+        n_train = self.n_groups - n_val
+        head = self.groups.select(np.arange(n_train))
+        tail = self.groups.select(np.arange(n_train, self.n_groups))
+        return (
+            TrainingData(groups=head, probe=self.probe, intensity_scale=self.intensity_scale),
+            TrainingData(groups=tail, probe=self.probe, intensity_scale=self.intensity_scale),
+        )
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class TrainedModel:
+    """A trained model as core sees it: shared metadata plus an opaque backend payload."""
+
+    backend: str
+    """Name of the backend that produced (and can run) ``network``."""
+    config: TrainingConfig
+    """The configuration it was trained with; ``config.model`` is the architecture."""
+    probe: np.ndarray
+    """Normalised training probe P̃, complex64 (N, N)."""
+    intensity_scale: float
+    """s₀ used in training (stored in the bundle manifest)."""
+    network: Any
+    """Backend-private state (a module, a Keras model, fitted arrays...)."""
+    history: Mapping[str, Sequence[float]] = field(default_factory=dict)
+    """Per-epoch loss values by name, as reported to the hooks."""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    """JSON-compatible values the backend wants in the manifest (e.g. the output gain)."""
+
+    @property
+    def N(self) -> int:
+        return self.config.model.N
+
+    @property
+    def gridsize(self) -> int:
+        return self.config.model.gridsize
+
+
+@runtime_checkable
+class ReconstructionBackend(Protocol):
+    """The four operations every backend implements (specs/backend-protocol.md)."""
+
+    name: str
+
+    def train(
+        self, data: TrainingData, config: TrainingConfig, *, hooks: HookRelay
+    ) -> TrainedModel:
+        """Fit a model; call ``hooks.ptycho_train_start``, ``ptycho_epoch_end`` each epoch
+        and ``ptycho_train_end``. Deterministic for a given ``config.seed`` on CPU."""
+        ...
+
+    def infer(
+        self, model: TrainedModel, data: GroupedData, config: InferenceConfig, *, hooks: HookRelay
+    ) -> np.ndarray:
+        """Object patches at the group centres: complex64 of shape (B, N, N, 1).
+
+        Calls ``hooks.ptycho_infer_progress`` as batches complete. Raises ``ValueError``
+        if ``data`` does not match the model's N or gridsize."""
+        ...
+
+    def save(self, model: TrainedModel, path: str | os.PathLike[str]) -> None:
+        """Write a bundle (via :func:`ptycho_core.bundle.write_bundle`), atomically."""
+        ...
+
+    def load(self, path: str | os.PathLike[str]) -> TrainedModel:
+        """Read a bundle written by this backend (via :func:`ptycho_core.bundle.read_bundle`);
+        a bundle of another backend raises :class:`~ptycho_core.errors.BackendMismatchError`."""
+        ...

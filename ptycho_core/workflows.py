@@ -1,0 +1,263 @@
+"""Backend-agnostic workflows under the names users of upstream PtychoPINN know.
+
+Each workflow resolves its backend through :mod:`ptycho_core.backend_selector` *before*
+it reads any data, so a missing framework fails fast. Everything shared by all
+backends happens here, once: reading and validating the NPZ, grouping, the one
+normalisation, the probe normalisation, the intensity scale, and stitching.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ptycho_core.backend_selector import select_backend
+from ptycho_core.bundle import load_bundle, save_bundle
+from ptycho_core.config import InferenceConfig, TrainingConfig
+from ptycho_core.data import PtychoData, load_npz
+from ptycho_core.errors import BackendMismatchError, DataContractError
+from ptycho_core.grouping import GroupedData, make_groups
+from ptycho_core.hooks import HookRelay, make_plugin_manager
+from ptycho_core.physics import normalize_probe
+from ptycho_core.protocol import ReconstructionBackend, TrainedModel, TrainingData
+from ptycho_core.stitching import Stitched, stitch_patches
+
+__all__ = [
+    "Reconstruction",
+    "intensity_scale",
+    "load_inference_bundle",
+    "prepare_inference_data",
+    "prepare_training_data",
+    "reassemble_cdi_image",
+    "reconstruct",
+    "run_cdi_example",
+    "save_model",
+    "summarize_history",
+    "train_cdi_model",
+]
+
+DatasetLike = PtychoData | str | os.PathLike[str]
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Reconstruction:
+    """A stitched reconstruction and how it was made."""
+
+    stitched: Stitched
+    """Complex object on its canvas, with the overlap weights and the canvas origin."""
+    backend: str
+    """Backend that predicted the patches."""
+    n_groups: int
+    """Number of groups predicted."""
+
+    @property
+    def amplitude(self) -> np.ndarray:
+        return self.stitched.amplitude
+
+    @property
+    def phase(self) -> np.ndarray:
+        return self.stitched.phase
+
+
+def intensity_scale(nphotons: float, N: int) -> float:
+    """s₀ = sqrt(nphotons)/(N/2): normalised amplitude × s₀ is amplitude in sqrt-photons.
+
+    Equal to the dataset form sqrt(nphotons / mean Σ X_n²) because the normalisation
+    makes mean Σ X_n² = (N/2)² (model-and-physics convention, one formula for all backends).
+    """
+    return math.sqrt(nphotons) / (N / 2)
+
+
+def _as_dataset(data: DatasetLike) -> PtychoData:
+    return data if isinstance(data, PtychoData) else load_npz(data)
+
+
+def _hooks_or_default(hooks: HookRelay | None) -> HookRelay:
+    return make_plugin_manager().hook if hooks is None else hooks
+
+
+def prepare_training_data(data: PtychoData, config: TrainingConfig) -> TrainingData:
+    """Group, normalise and scale a dataset for ``backend.train``."""
+    model = config.model
+    if data.N != model.N:
+        raise DataContractError(
+            f"{data.source}: key 'diffraction': expected patterns of {model.N}×{model.N} "
+            f"(TrainingConfig.model.N), found {data.N}×{data.N}"
+        )
+    groups = make_groups(
+        data,
+        model.gridsize,
+        n_groups=config.n_groups,
+        neighbor_count=config.neighbor_count,
+        seed=config.seed,
+        sequential=config.sequential_sampling,
+    )
+    if config.model.model_type == "supervised" and groups.object_patches is None:
+        raise DataContractError(
+            f"{data.source}: key 'objectGuess': expected a ground-truth object for a "
+            "'supervised' model, found none"
+        )
+    return TrainingData(
+        groups=groups,
+        probe=normalize_probe(data.probe, model.probe_scale),
+        intensity_scale=intensity_scale(config.nphotons, model.N),
+    )
+
+
+def prepare_inference_data(
+    data: PtychoData, model: TrainedModel, config: InferenceConfig
+) -> GroupedData:
+    """Group and normalise a dataset the way ``model`` expects its input."""
+    if data.N != model.N:
+        raise DataContractError(
+            f"{data.source}: key 'diffraction': expected patterns of {model.N}×{model.N} "
+            f"(the model's N), found {data.N}×{data.N}"
+        )
+    return make_groups(
+        data,
+        model.gridsize,
+        n_groups=config.n_groups,
+        neighbor_count=max(config.neighbor_count, model.config.model.channels),
+        seed=config.seed,
+    )
+
+
+def train_cdi_model(
+    train_data: DatasetLike,
+    test_data: DatasetLike | None,
+    config: TrainingConfig,
+    *,
+    hooks: HookRelay | None = None,
+) -> dict[str, Any]:
+    """Train ``config.backend`` on ``train_data``.
+
+    Returns a results dict with ``model`` (:class:`TrainedModel`), ``history``,
+    ``backend``, ``intensity_scale`` and ``train_data`` (the prepared
+    :class:`TrainingData`); ``test_data`` (a :class:`PtychoData`) when given.
+    """
+    backend = select_backend(config.backend)
+    dataset = _as_dataset(train_data)
+    training = prepare_training_data(dataset, config)
+    model = backend.train(training, config, hooks=_hooks_or_default(hooks))
+    results: dict[str, Any] = {
+        "model": model,
+        "history": dict(model.history),
+        "backend": backend.name,
+        "intensity_scale": training.intensity_scale,
+        "train_data": training,
+    }
+    if test_data is not None:
+        results["test_data"] = _as_dataset(test_data)
+    return results
+
+
+def reconstruct(
+    model: TrainedModel,
+    data: DatasetLike,
+    config: InferenceConfig | None = None,
+    *,
+    hooks: HookRelay | None = None,
+    backend: ReconstructionBackend | None = None,
+) -> Reconstruction:
+    """Predict object patches with ``model``'s backend and stitch them.
+
+    The canvas is the ground-truth object's frame when the dataset has an
+    ``objectGuess`` (so the result compares pixel for pixel), else the bounding box
+    of the scan, with its origin recorded in :class:`~ptycho_core.stitching.Stitched`.
+    """
+    config = InferenceConfig(backend=model.backend) if config is None else config
+    if config.backend != model.backend:
+        raise BackendMismatchError(
+            f"model was trained by backend '{model.backend}', but InferenceConfig.backend "
+            f"is '{config.backend}'"
+        )
+    backend = select_backend(model.backend) if backend is None else backend
+    dataset = _as_dataset(data)
+    groups = prepare_inference_data(dataset, model, config)
+    patches = backend.infer(model, groups, config, hooks=_hooks_or_default(hooks))
+    centres = groups.coords_offsets[:, 0, :, 0]
+    shape = None if dataset.object is None else dataset.object.shape
+    stitched = stitch_patches(
+        patches, centres[:, 0], centres[:, 1], M=config.stitch_size, shape=shape
+    )
+    return Reconstruction(stitched=stitched, backend=backend.name, n_groups=groups.n_groups)
+
+
+def reassemble_cdi_image(
+    test_data: DatasetLike,
+    model: TrainedModel,
+    config: InferenceConfig | None = None,
+    M: int | None = None,
+    *,
+    hooks: HookRelay | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Reconstruct and stitch ``test_data``: ``(amplitude, phase, results)``.
+
+    ``M`` (the stitched crop size) overrides ``config.stitch_size`` when given, as
+    upstream's argument of the same name does.
+    """
+    config = InferenceConfig(backend=model.backend) if config is None else config
+    if M is not None:
+        config = config.replace(stitch_size=M)
+    result = reconstruct(model, test_data, config, hooks=hooks)
+    results = {
+        "backend": result.backend,
+        "reconstruction": result,
+        "obj_tensor_full": result.stitched.image,
+        "n_groups": result.n_groups,
+    }
+    return result.amplitude, result.phase, results
+
+
+def run_cdi_example(
+    train_data: DatasetLike,
+    test_data: DatasetLike | None,
+    config: TrainingConfig,
+    M: int = 20,
+    do_stitching: bool = True,
+    *,
+    hooks: HookRelay | None = None,
+) -> tuple[np.ndarray | None, np.ndarray | None, dict[str, Any]]:
+    """Train, then (with test data and ``do_stitching``) reconstruct the test set.
+
+    Returns ``(amplitude, phase, results)`` with ``results['backend']`` naming the
+    backend that did the work; amplitude and phase are ``None`` without stitching.
+    """
+    results = train_cdi_model(train_data, test_data, config, hooks=hooks)
+    amplitude = phase = None
+    if do_stitching and test_data is not None:
+        inference = InferenceConfig(backend=config.backend, stitch_size=M, seed=config.seed)
+        amplitude, phase, stitched = reassemble_cdi_image(
+            results["test_data"], results["model"], inference, hooks=hooks
+        )
+        results.update({k: v for k, v in stitched.items() if k != "backend"})
+    return amplitude, phase, results
+
+
+def load_inference_bundle(
+    path: str | os.PathLike[str], *, backend: str | None = None
+) -> tuple[TrainedModel, TrainingConfig]:
+    """Load a bundle with the backend named in its manifest: ``(model, training config)``.
+
+    With ``backend`` given, that backend must be the one that wrote the bundle;
+    otherwise :class:`~ptycho_core.errors.BackendMismatchError` names both.
+    """
+    model = load_bundle(path) if backend is None else select_backend(backend).load(path)
+    return model, model.config
+
+
+def save_model(model: TrainedModel, path: str | os.PathLike[str]) -> Path:
+    """Save ``model`` as a bundle with its own backend; returns the path."""
+    save_bundle(model, path)
+    return Path(path)
+
+
+def summarize_history(history: Mapping[str, Any]) -> dict[str, float]:
+    """The last value of each loss series (for logs and JSON outputs)."""
+    return {name: float(values[-1]) for name, values in history.items() if len(values)}

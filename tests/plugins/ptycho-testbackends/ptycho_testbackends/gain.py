@@ -1,0 +1,154 @@
+"""The 'numpy-gain' backend: a real, tiny, dependency-free ptycho backend.
+
+Its model is one complex constant object c (the same transmission everywhere). The
+physics is ptycho's: the predicted amplitude of a pattern is
+
+    s₀ · A(c·P̃),   A(ψ) = sqrt(fftshift(|fft2(ψ)|²) / N²),
+
+so it equals s₀ · |c| · A(P̃) and only |c| can be learned (a global phase is
+invisible in the data). Training minimises the mean squared amplitude error against
+the targets s₀·X_n by one gradient step on c per epoch (the gradient accumulated over
+minibatches of ``config.batch_size``), each half the Newton step: starting from c = 1,
+after k epochs |c| = |c|* + (1 − |c|*)·2⁻ᵏ exactly, where |c|* is the least-squares
+optimum, so the loss falls every epoch and the result is deterministic. ``infer``
+returns c in every pixel of every patch. The fitted c is saved in
+``payload/weights.npz`` (numpy arrays only, read back with ``allow_pickle=False``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from ptycho_core.bundle import read_bundle, write_bundle
+from ptycho_core.config import InferenceConfig, TrainingConfig
+from ptycho_core.errors import BundleError
+from ptycho_core.grouping import GroupedData
+from ptycho_core.protocol import TrainedModel, TrainingData
+
+WEIGHTS_FILE = "weights.npz"
+
+
+def probe_amplitude(probe: np.ndarray) -> np.ndarray:
+    """A(P̃) in float64: the diffraction amplitude of the probe alone (object = 1)."""
+    probe = np.asarray(probe, dtype=np.complex128)
+    n = probe.shape[-1]
+    intensity = np.abs(np.fft.fft2(probe)) ** 2 / n**2
+    return np.sqrt(np.fft.fftshift(intensity, axes=(-2, -1)))
+
+
+def _mse(c_abs: float, a_p: np.ndarray, data: TrainingData) -> float:
+    """Mean over (B, N, N, C) of (s₀|c|A(P̃) − s₀X_n)²."""
+    s0 = data.intensity_scale
+    x = data.groups.diffraction.astype(np.float64)
+    return float(np.mean((s0 * c_abs * a_p[None, :, :, None] - s0 * x) ** 2))
+
+
+class NumpyGainBackend:
+    """Fits a complex constant object to normalised diffraction amplitudes with numpy."""
+
+    name = "numpy-gain"
+
+    def train(self, data: TrainingData, config: TrainingConfig, *, hooks: Any) -> TrainedModel:
+        N = config.model.N
+        if data.N != N:
+            raise ValueError(f"{self.name}: training data has N={data.N}, config.model.N is {N}")
+        if data.groups.channels != config.model.channels:
+            raise ValueError(
+                f"{self.name}: training data has {data.groups.channels} patterns per group, "
+                f"gridsize {config.model.gridsize} needs {config.model.channels}"
+            )
+        train, validation = data.split(config.validation_split)
+        hooks.ptycho_train_start(backend=self.name, config=config, n_groups=train.n_groups)
+        a_p = probe_amplitude(data.probe)
+        s0 = float(data.intensity_scale)
+        mean_a2 = float(np.mean(a_p**2))
+        # d loss / d|c| = 2 s₀² (|c|·mean(A²) − mean(A·X)); one step per epoch of half the
+        # Newton step, so |c| − |c|* halves every epoch.
+        step = 0.5 / (2 * s0**2 * mean_a2)
+        c = np.complex128(1.0)
+        history: dict[str, list[float]] = {"loss": []}
+        if validation is not None:
+            history["val_loss"] = []
+        x_all = train.groups.diffraction
+        size = x_all[..., 0].size * train.groups.channels
+        for epoch in range(config.nepochs):
+            mean_ax = 0.0  # accumulated over minibatches to bound memory
+            for start in range(0, train.n_groups, config.batch_size):
+                x = x_all[start : start + config.batch_size].astype(np.float64)
+                mean_ax += float(np.sum(a_p[None, :, :, None] * x)) / size
+            c_abs = abs(c)
+            gradient = 2 * s0**2 * (c_abs * mean_a2 - mean_ax)
+            c = c * (max(c_abs - step * gradient, 1e-12) / c_abs)
+            losses = {"loss": _mse(abs(c), a_p, train)}
+            if validation is not None:
+                losses["val_loss"] = _mse(abs(c), a_p, validation)
+            for key, value in losses.items():
+                history[key].append(value)
+            hooks.ptycho_epoch_end(epoch=epoch, nepochs=config.nepochs, losses=losses)
+        hooks.ptycho_train_end(history=history)
+        return TrainedModel(
+            backend=self.name,
+            config=config,
+            probe=np.asarray(data.probe, dtype=np.complex64),
+            intensity_scale=s0,
+            network=np.asarray(c, dtype=np.complex128),
+            history=history,
+            extra={"object_constant": [float(c.real), float(c.imag)]},
+        )
+
+    def _check_model(self, model: TrainedModel) -> None:
+        if model.backend != self.name:
+            raise ValueError(
+                f"{self.name}: cannot use a model trained by backend {model.backend!r}"
+            )
+
+    def infer(
+        self, model: TrainedModel, data: GroupedData, config: InferenceConfig, *, hooks: Any
+    ) -> np.ndarray:
+        self._check_model(model)
+        if data.N != model.N:
+            raise ValueError(
+                f"{self.name}: data has N={data.N}, the model was trained with N={model.N}"
+            )
+        if data.channels != model.config.model.channels:
+            raise ValueError(
+                f"{self.name}: data has {data.channels} patterns per group, the model's "
+                f"gridsize {model.gridsize} needs {model.config.model.channels}"
+            )
+        out = np.empty((data.n_groups, data.N, data.N, 1), dtype=np.complex64)
+        for start in range(0, data.n_groups, config.batch_size):
+            stop = min(start + config.batch_size, data.n_groups)
+            out[start:stop] = np.complex64(model.network)
+            hooks.ptycho_infer_progress(done=stop, total=data.n_groups)
+        return out
+
+    def forward(
+        self, model: TrainedModel, diffraction: np.ndarray, coords_relative: np.ndarray
+    ) -> np.ndarray:
+        """The optional bare forward of one batch (used by ``ptycho bench``)."""
+        self._check_model(model)
+        shape = (diffraction.shape[0], model.N, model.N, 1)
+        return np.full(shape, np.complex64(model.network))
+
+    def save(self, model: TrainedModel, path: str | os.PathLike[str]) -> None:
+        self._check_model(model)
+        weights = np.asarray(model.network, dtype=np.complex128)
+
+        def write_payload(folder: Any) -> None:
+            np.savez(folder / WEIGHTS_FILE, c=weights)
+
+        write_bundle(path, model, write_payload, framework={"numpy": np.__version__})
+
+    def load(self, path: str | os.PathLike[str]) -> TrainedModel:
+        with read_bundle(path, expected_backend=self.name) as contents:
+            weights_path = contents.payload_dir / WEIGHTS_FILE
+            if not weights_path.is_file():
+                raise BundleError(f"bundle {path}: payload file {WEIGHTS_FILE!r} is missing")
+            with np.load(weights_path, allow_pickle=False) as weights:
+                if "c" not in weights.files or weights["c"].shape != ():
+                    raise BundleError(f"bundle {path}: {WEIGHTS_FILE} must hold a scalar 'c'")
+                c = np.asarray(weights["c"], dtype=np.complex128)
+            return contents.trained_model(c)

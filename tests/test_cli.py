@@ -1,0 +1,259 @@
+"""The ``ptycho`` command, run as users run it: a real process through the console script.
+
+The backend is the test distribution's small real numpy backend (``numpy-gain``),
+installed as a separate distribution and found through its entry point.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ptycho_core.data import load_npz
+
+PTYCHO = shutil.which("ptycho", path=os.path.dirname(sys.executable)) or "ptycho"
+TEST_BACKEND = "numpy-gain"
+pytestmark = pytest.mark.usefixtures("ptycho_test_distributions")
+
+
+def run(
+    *args: str, cwd: Path | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [PTYCHO, *args], capture_output=True, text=True, cwd=cwd, timeout=300, check=False
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"ptycho {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("cli-data")
+    train, test = folder / "train.npz", folder / "test.npz"
+    run("simulate", str(train), "--n-positions", "96")
+    run("simulate", str(test), "--split", "test", "--n-positions", "64")
+    return train, test
+
+
+def test_backends_lists_installed_distributions() -> None:
+    text = run("backends").stdout
+    assert TEST_BACKEND in text and "ptycho-testbackends" in text
+    listed = json.loads(run("backends", "--json").stdout)
+    by_name = {entry["name"]: entry for entry in listed}
+    assert by_name[TEST_BACKEND]["usable"] is True
+    assert by_name[TEST_BACKEND]["distribution"] == "ptycho-testbackends"
+    missing = by_name["needs-missing"]
+    assert missing["usable"] is False and "module unavailable" in missing["reason"]
+
+
+def test_simulate_writes_a_valid_dataset(simulated: tuple[Path, Path]) -> None:
+    train, test = simulated
+    train_data, test_data = load_npz(train), load_npz(test)
+    assert (train_data.n_positions, test_data.n_positions) == (96, 64)
+    assert train_data.object is not None and test_data.object is not None
+    assert train_data.object.shape != test_data.object.shape or not np.allclose(
+        train_data.object, test_data.object
+    )
+
+
+def test_train_infer_evaluate_round_trip(simulated: tuple[Path, Path], tmp_path: Path) -> None:
+    train, test = simulated
+    run(
+        "--quiet",
+        "train",
+        str(train),
+        "--backend",
+        TEST_BACKEND,
+        "--output-dir",
+        str(tmp_path / "model"),
+        "--epochs",
+        "3",
+        "--batch-size",
+        "8",
+        "--seed",
+        "3",
+    )
+    bundle = tmp_path / "model" / "model.ptycho"
+    assert bundle.is_file()
+    history = json.loads((tmp_path / "model" / "history.json").read_text())
+    assert len(history["loss"]) == 3
+
+    run("--quiet", "infer", str(bundle), str(test), "--output-dir", str(tmp_path / "recon"))
+    with np.load(tmp_path / "recon" / "reconstruction.npz", allow_pickle=False) as recon:
+        assert recon["amplitude"].shape == recon["phase"].shape == load_npz(test).object.shape
+        assert np.isfinite(recon["amplitude"]).all()
+        assert str(recon["backend"]) == TEST_BACKEND
+    for image in ("amplitude.png", "phase.png"):
+        assert (tmp_path / "recon" / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    metrics = json.loads(
+        run("evaluate", str(tmp_path / "recon" / "reconstruction.npz"), str(test), "--json").stdout
+    )
+    for key in ("amplitude_ssim", "phase_ssim", "amplitude_psnr", "frc_half_bit"):
+        assert key in metrics
+    assert -1.0 <= metrics["amplitude_ssim"] <= 1.0
+
+
+def test_train_progress_bar_shows_losses(simulated: tuple[Path, Path], tmp_path: Path) -> None:
+    result = run(
+        "train",
+        str(simulated[0]),
+        "--backend",
+        TEST_BACKEND,
+        "--output-dir",
+        str(tmp_path),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+    )
+    assert "2/2" in result.stderr and "loss=" in result.stderr
+
+
+def test_user_errors_are_one_line_without_traceback(
+    simulated: tuple[Path, Path], tmp_path: Path
+) -> None:
+    train, _ = simulated
+    assert_one_line_error(
+        run(
+            "train",
+            str(train),
+            "--backend",
+            "no-such-backend",
+            "--output-dir",
+            str(tmp_path),
+            check=False,
+        ),
+        "no-such-backend",
+        TEST_BACKEND,
+    )
+    assert_one_line_error(
+        run(
+            "train",
+            str(train),
+            "--backend",
+            "needs-missing",
+            "--output-dir",
+            str(tmp_path),
+            check=False,
+        ),
+        "backend selected but",
+        "module unavailable",
+    )
+    assert_one_line_error(
+        run(
+            "train",
+            str(tmp_path / "absent.npz"),
+            "--backend",
+            TEST_BACKEND,
+            "--output-dir",
+            str(tmp_path),
+            check=False,
+        ),
+        "absent.npz",
+    )
+    assert_one_line_error(
+        run(
+            "train",
+            str(train),
+            "--backend",
+            TEST_BACKEND,
+            "--batch-size",
+            "3",
+            "--output-dir",
+            str(tmp_path),
+            check=False,
+        ),
+        "batch_size",
+    )
+    not_a_bundle = tmp_path / "fake.ptycho"
+    not_a_bundle.write_bytes(b"not a zip archive")
+    assert_one_line_error(
+        run("infer", str(not_a_bundle), str(train), "--output-dir", str(tmp_path), check=False),
+        str(not_a_bundle),
+    )
+
+
+def test_missing_framework_fails_before_reading_data(tmp_path: Path) -> None:
+    # The data file does not exist: a selector error proves selection came first.
+    result = run(
+        "train",
+        str(tmp_path / "nothing.npz"),
+        "--backend",
+        "needs-missing",
+        "--output-dir",
+        str(tmp_path),
+        check=False,
+    )
+    assert_one_line_error(result, "module unavailable")
+    assert "nothing.npz" not in result.stderr
+
+
+def test_bench_json_reports_rates_and_ratios() -> None:
+    result = run(
+        "bench",
+        "--backend",
+        TEST_BACKEND,
+        "--json",
+        "--n-patterns",
+        "64",
+        "--epochs",
+        "2",
+        "--train-groups",
+        "64",
+        "--batch-size",
+        "16",
+    )
+    report = json.loads(result.stdout)
+    for key in (
+        "forward_patterns_per_s",
+        "infer_patterns_per_s",
+        "train_groups_per_s",
+        "infer_over_forward",
+    ):
+        assert key in report
+    assert report["infer_patterns_per_s"] > 0 and report["train_groups_per_s"] > 0
+    assert report["reference_gflops"] > 0
+
+
+def test_version_and_help() -> None:
+    assert run("--version").stdout.startswith("ptycho ")
+    assert "backends" in run("--help").stdout
+
+
+def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = run(
+        "--quiet",
+        "demo",
+        "--backend",
+        TEST_BACKEND,
+        "--epochs",
+        "2",
+        "--n-groups",
+        "64",
+        "--output-dir",
+        str(out),
+    )
+    assert "amplitude_ssim" in result.stdout
+    for name in ("train.npz", "test.npz", "model.ptycho", "reconstruction.npz", "metrics.json"):
+        assert (out / name).is_file(), name
+    assert (out / "demo.png").read_bytes()[:4] == b"\x89PNG"
+    assert set(json.loads((out / "metrics.json").read_text())) >= {"amplitude_ssim", "phase_ssim"}
