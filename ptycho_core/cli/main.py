@@ -59,7 +59,7 @@ def _devices(text: str) -> int | str:
 def cmd_backends(args: argparse.Namespace) -> int:
     from ptycho_core.backend_selector import available_backends, describe_backends
 
-    infos = available_backends()
+    infos = available_backends(verify=args.verify)
     if args.json:
         _print_json([info.to_dict() for info in infos])
     else:
@@ -212,6 +212,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         train_groups=args.train_groups,
         precision=args.precision,
+        accelerator=args.accelerator,
     )
     report = run_benchmark(args.backend, settings)
     if args.json:
@@ -220,6 +221,31 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for name, value in report.items():
             shown = f"{value:.4g}" if isinstance(value, float) else value
             print(f"{name:<28} {shown}")
+    return 0
+
+
+def cmd_check_backend(args: argparse.Namespace) -> int:
+    from ptycho_core.backend_selector import select_backend
+    from ptycho_core.testing import check_backend
+
+    select_backend(args.backend)  # an unknown or unusable backend is a user error (exit 2)
+    report = check_backend(args.backend, N=args.N, gridsize=args.gridsize, checks=args.check)
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        print(report)
+    return 0 if report.passed else 1
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from ptycho_core.bundle import read_manifest
+    from ptycho_core.convert import convert_bundle
+
+    source = read_manifest(args.bundle)["backend"]
+    model = convert_bundle(args.bundle, args.to, args.output)
+    print(
+        f"converted {args.bundle} from backend {source!r} to {model.backend!r}; wrote {args.output}"
+    )
     return 0
 
 
@@ -260,6 +286,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     backends = commands.add_parser("backends", help="list installed backends and whether they work")
     backends.add_argument("--json", action="store_true", help="machine-readable output")
+    backends.add_argument(
+        "--verify",
+        action="store_true",
+        help="also import every backend that looks usable (imports frameworks) to catch import errors",
+    )
     backends.set_defaults(run=cmd_backends)
 
     simulate = commands.add_parser("simulate", help="write a simulated dataset (NPZ)")
@@ -316,7 +347,35 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--epochs", type=int, default=3, help="training epochs timed")
     bench.add_argument("--train-groups", type=int, default=256, help="groups per training epoch")
     bench.add_argument("--precision", choices=PRECISIONS, default="32", help="numeric precision")
+    bench.add_argument(
+        "--accelerator", choices=("auto", "cpu", "gpu"), default="auto", help="device kind"
+    )
     bench.set_defaults(run=cmd_bench)
+
+    check = commands.add_parser(
+        "check-backend", help="run the conformance kit on a backend (exit 1 if a check fails)"
+    )
+    check.add_argument("backend", metavar="NAME", help="backend name (entry point)")
+    check.add_argument("-N", "--N", type=int, default=64, help="pattern size of the test data")
+    check.add_argument("--gridsize", type=int, default=1, help="patterns per group side")
+    check.add_argument(
+        "--check",
+        action="append",
+        metavar="CHECK",
+        help="run only this check (repeatable), e.g. infer-output",
+    )
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+    check.set_defaults(run=cmd_check_backend)
+
+    convert = commands.add_parser(
+        "convert", help="convert a trained bundle to another backend (framework-neutral weights)"
+    )
+    convert.add_argument("bundle", type=Path, metavar="BUNDLE")
+    convert.add_argument("--to", required=True, metavar="BACKEND", help="target backend name")
+    convert.add_argument(
+        "--output", "-o", type=Path, required=True, metavar="OUT", help="bundle to write"
+    )
+    convert.set_defaults(run=cmd_convert)
 
     demo = commands.add_parser("demo", help="simulate → train → infer → evaluate, with a figure")
     demo.add_argument("--backend", default=TrainingConfig().backend, help="backend name")

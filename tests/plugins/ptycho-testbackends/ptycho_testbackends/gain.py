@@ -126,7 +126,13 @@ class NumpyGainBackend:
         return out
 
     def forward(
-        self, model: TrainedModel, diffraction: np.ndarray, coords_relative: np.ndarray
+        self,
+        model: TrainedModel,
+        diffraction: np.ndarray,
+        coords_relative: np.ndarray,
+        *,
+        precision: str = "32",
+        accelerator: str = "auto",
     ) -> np.ndarray:
         """The optional bare forward of one batch (used by ``ptycho bench``)."""
         self._check_model(model)

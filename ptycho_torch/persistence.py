@@ -1,0 +1,168 @@
+"""Saving and loading torch models in the core bundle format (specs/bundle-format.md).
+
+The payload is one file, ``weights.pt``: the network's state dict written with
+``torch.save`` and read back with ``torch.load(weights_only=True)`` (no code runs while
+loading) and ``load_state_dict(strict=True)`` (no tensor is silently left random).
+Everything needed to rebuild the network — the TrainingConfig, N, gridsize, s₀ and the
+probe — comes from the manifest that :mod:`ptycho_core.bundle` writes and validates, so
+loading needs no argument but the path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ptycho_core.bundle import read_bundle, write_bundle
+from ptycho_core.errors import BundleError
+from ptycho_core.protocol import TrainedModel
+from ptycho_torch.model import PtychoPINN
+from ptycho_torch.training import BACKEND_NAME, build_network
+
+__all__ = ["WEIGHTS_NAME", "load_model", "save_model", "trainable_parameters"]
+
+WEIGHTS_NAME = "weights.pt"
+"""The payload file holding the state dict."""
+
+_GAIN_TOLERANCE = 1e-6
+
+
+def trainable_parameters(network: PtychoPINN) -> int:
+    """Number of values the optimiser updates (generator, plus the gain when trainable)."""
+    return sum(p.numel() for p in network.parameters() if p.requires_grad)
+
+
+def _network_of(model: TrainedModel) -> PtychoPINN:
+    if model.backend != BACKEND_NAME or not isinstance(model.network, PtychoPINN):
+        raise ValueError(
+            f"TrainedModel: expected a model of backend {BACKEND_NAME!r} holding a PtychoPINN "
+            f"network, found backend {model.backend!r} with {type(model.network).__name__}"
+        )
+    return model.network
+
+
+def save_model(model: TrainedModel, path: str | os.PathLike[str]) -> None:
+    """Write ``model`` as a bundle at ``path`` (atomic: a failure leaves the old file intact).
+
+    The manifest's output gain, parameter count and probe are taken from the network
+    itself, so a network changed after training is saved as it is now.
+    """
+    network = _network_of(model)
+    state = {
+        name: tensor.detach().to("cpu", copy=True).contiguous()
+        for name, tensor in network.state_dict().items()
+    }
+    probe = state["probe"].numpy() if model.config.probe_trainable else np.asarray(model.probe)
+    current = dataclasses.replace(
+        model,
+        probe=probe,
+        extra={
+            **dict(model.extra),
+            "output_gain": network.output_gain,
+            "parameters": trainable_parameters(network),
+        },
+    )
+
+    def write_payload(folder: Path) -> None:
+        torch.save(state, folder / WEIGHTS_NAME)
+
+    write_bundle(path, current, write_payload, framework={"torch": torch.__version__})
+
+
+def _read_state(path: Path, weights: Path) -> dict[str, torch.Tensor]:
+    if not weights.is_file():
+        raise BundleError(
+            f"bundle {path}: payload file {WEIGHTS_NAME!r} is missing; a {BACKEND_NAME} bundle "
+            "holds its weights there"
+        )
+    try:
+        state: Any = torch.load(weights, weights_only=True, map_location="cpu")
+    except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError...
+        raise BundleError(
+            f"bundle {path}: payload file {WEIGHTS_NAME!r} is not a readable torch state dict "
+            f"({type(error).__name__}: {error})"
+        ) from error
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise BundleError(
+            f"bundle {path}: payload file {WEIGHTS_NAME!r}: expected a mapping of tensor name "
+            f"to tensor, found {type(state).__name__}"
+        )
+    return state
+
+
+def _check_state(
+    path: Path, expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]
+) -> None:
+    """Name the first missing, unexpected or mismatched tensor, before anything is loaded."""
+    missing = [name for name in expected if name not in found]
+    if missing:
+        raise BundleError(
+            f"bundle {path}: weight tensor {missing[0]!r} is missing from {WEIGHTS_NAME!r}"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+        )
+    unexpected = [name for name in found if name not in expected]
+    if unexpected:
+        raise BundleError(
+            f"bundle {path}: weight tensor {unexpected[0]!r} in {WEIGHTS_NAME!r} does not belong "
+            "to the architecture in the manifest"
+        )
+    for name, reference in expected.items():
+        tensor = found[name]
+        if tensor.shape != reference.shape or tensor.dtype != reference.dtype:
+            raise BundleError(
+                f"bundle {path}: weight tensor {name!r}: expected shape "
+                f"{tuple(reference.shape)} {reference.dtype} (from the manifest's config), found "
+                f"{tuple(tensor.shape)} {tensor.dtype}"
+            )
+
+
+def load_model(path: str | os.PathLike[str]) -> TrainedModel:
+    """Rebuild the network described by the bundle's manifest and load its weights strictly.
+
+    A bundle of another backend raises :class:`~ptycho_core.errors.BackendMismatchError`;
+    anything else wrong with the file raises :class:`~ptycho_core.errors.BundleError`
+    naming the bundle and, for weights, the tensor.
+    """
+    with read_bundle(path, expected_backend=BACKEND_NAME) as contents:
+        state = _read_state(contents.path, contents.payload_dir / WEIGHTS_NAME)
+    config = contents.config
+    try:
+        network = build_network(
+            config.model,
+            contents.probe,
+            contents.intensity_scale,
+            intensity_scale_trainable=config.intensity_scale_trainable,
+            probe_trainable=config.probe_trainable,
+        )
+    except ValueError as error:
+        raise BundleError(
+            f"bundle {contents.path}: cannot rebuild the network ({error})"
+        ) from error
+    _check_state(contents.path, network.state_dict(), state)
+    network.load_state_dict(state, strict=True)
+    network.eval()
+    if not config.probe_trainable and not torch.equal(
+        network.probe, torch.from_numpy(contents.probe)
+    ):
+        raise BundleError(
+            f"bundle {contents.path}: weight tensor 'probe' differs from probe.npy although the "
+            "probe was not trainable; the bundle is inconsistent"
+        )
+    gain = contents.extra.get("output_gain")
+    if gain is not None and not (
+        isinstance(gain, int | float)
+        and math.isclose(gain, network.output_gain, rel_tol=_GAIN_TOLERANCE)
+    ):
+        raise BundleError(
+            f"bundle {contents.path}: manifest extra 'output_gain' is {gain!r} but the weight "
+            f"tensor 'log_gain' gives {network.output_gain!r}; the bundle is inconsistent"
+        )
+    return contents.trained_model(network)
