@@ -1,0 +1,169 @@
+"""Converting a trained model from one backend to another (``ptycho convert``).
+
+Conversion goes through the protocol only: the source backend ``load``s the bundle and
+``export_arrays`` its weights as framework-neutral named numpy arrays
+(specs/backend-protocol.md, "Framework-neutral weights"); the target backend
+``import_arrays`` them into its own network and ``save``s a bundle. Core never imports a
+framework, and neither backend imports the other.
+
+The conversion is checked, not trusted: the exported arrays must be finite real arrays,
+the target must accept every one (it names a missing, unexpected or misshapen array), and
+when the target can export too, exporting the converted model must give back exactly the
+arrays that went in, so an array the target silently ignored cannot go unnoticed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ptycho_core.backend_selector import select_backend
+from ptycho_core.bundle import read_manifest
+from ptycho_core.errors import PtychoError
+from ptycho_core.protocol import ReconstructionBackend, TrainedModel
+
+__all__ = ["EXPORT_METHOD", "IMPORT_METHOD", "ConversionError", "convert_bundle", "convert_model"]
+
+EXPORT_METHOD = "export_arrays"
+IMPORT_METHOD = "import_arrays"
+
+
+class ConversionError(PtychoError, ValueError):
+    """A model cannot be converted between two backends (missing methods, arrays that do not fit)."""
+
+
+BackendLike = str | ReconstructionBackend
+
+
+def _backend(backend: BackendLike) -> ReconstructionBackend:
+    return select_backend(backend) if isinstance(backend, str) else backend
+
+
+def _method(backend: Any, method: str, role: str) -> Any:
+    function = getattr(backend, method, None)
+    if not callable(function):
+        raise ConversionError(
+            f"backend {backend.name!r} cannot be the {role} of a conversion: it has no "
+            f"{method!r} method (framework-neutral weights are an optional part of the "
+            "protocol, specs/backend-protocol.md §8; a conversion needs export_arrays on the "
+            "source backend and import_arrays on the target backend)"
+        )
+    return function
+
+
+def _checked_arrays(arrays: Any, source: str) -> dict[str, np.ndarray]:
+    if not isinstance(arrays, Mapping):
+        raise ConversionError(
+            f"backend {source!r}: export_arrays returned {type(arrays).__name__}, not a mapping "
+            "of name to array"
+        )
+    checked: dict[str, np.ndarray] = {}
+    for name, array in arrays.items():
+        if not isinstance(name, str) or not name:
+            raise ConversionError(
+                f"backend {source!r}: export_arrays gave a bad array name {name!r}"
+            )
+        if not isinstance(array, np.ndarray):
+            raise ConversionError(
+                f"backend {source!r}: array {name!r} is a {type(array).__name__}, not a numpy array"
+            )
+        if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+            raise ConversionError(
+                f"backend {source!r}: array {name!r}: expected real numbers, found dtype {array.dtype}"
+            )
+        if not np.all(np.isfinite(array)):
+            raise ConversionError(f"backend {source!r}: array {name!r} holds NaN or inf")
+        checked[name] = array
+    return checked
+
+
+def _check_round_trip(
+    sent: Mapping[str, np.ndarray], back: Mapping[str, np.ndarray], target: str
+) -> None:
+    """Exporting the converted model must give back exactly the arrays imported."""
+    missing = sorted(set(sent) - set(back))
+    if missing:
+        raise ConversionError(
+            f"backend {target!r} dropped array {missing[0]!r}: its import ignored it"
+        )
+    extra = sorted(set(back) - set(sent))
+    if extra:
+        raise ConversionError(
+            f"backend {target!r} exports array {extra[0]!r}, which was not imported"
+        )
+    for name, array in sent.items():
+        theirs = np.asarray(back[name])
+        if theirs.shape != array.shape or not np.array_equal(
+            theirs.astype(np.float32), array.astype(np.float32)
+        ):
+            raise ConversionError(
+                f"backend {target!r}: array {name!r} changed during the import (shape "
+                f"{array.shape} → {theirs.shape}, or different values)"
+            )
+
+
+def convert_model(model: TrainedModel, source: BackendLike, target: BackendLike) -> TrainedModel:
+    """``model`` (of backend ``source``) as a model of backend ``target``, in memory.
+
+    Backends are names (selected through the entry points) or backend objects.
+    """
+    source_backend, target_backend = _backend(source), _backend(target)
+    export = _method(source_backend, EXPORT_METHOD, "source")
+    import_ = _method(target_backend, IMPORT_METHOD, "target")
+    if model.backend != source_backend.name:
+        raise ConversionError(
+            f"the model was trained by backend {model.backend!r}, not by the source backend "
+            f"{source_backend.name!r}"
+        )
+    arrays = _checked_arrays(export(model), source_backend.name)
+    config = model.config.replace(backend=target_backend.name)
+    try:
+        converted = import_(
+            arrays,
+            config=config,
+            probe=np.asarray(model.probe),
+            intensity_scale=float(model.intensity_scale),
+            history=dict(model.history),
+        )
+    except ValueError as error:
+        raise ConversionError(
+            f"backend {target_backend.name!r} cannot import the weights of backend "
+            f"{source_backend.name!r}: {error}"
+        ) from error
+    if not isinstance(converted, TrainedModel) or converted.backend != target_backend.name:
+        raise ConversionError(
+            f"backend {target_backend.name!r}: import_arrays returned "
+            f"{type(converted).__name__} of backend {getattr(converted, 'backend', None)!r}, not a "
+            f"TrainedModel of backend {target_backend.name!r}"
+        )
+    export_back = getattr(target_backend, EXPORT_METHOD, None)
+    if callable(export_back):
+        _check_round_trip(arrays, export_back(converted), target_backend.name)
+    return converted
+
+
+def convert_bundle(
+    source_path: str | os.PathLike[str],
+    target_backend: BackendLike,
+    output_path: str | os.PathLike[str],
+    *,
+    source_backend: BackendLike | None = None,
+) -> TrainedModel:
+    """Convert the bundle at ``source_path`` to ``target_backend`` and save it at ``output_path``.
+
+    The source backend is the one named in the bundle's manifest (or ``source_backend``,
+    which must be it). Fails before loading anything when a backend lacks
+    ``export_arrays`` / ``import_arrays``. Returns the converted model; the write is atomic.
+    """
+    manifest = read_manifest(source_path)
+    source = _backend(manifest["backend"] if source_backend is None else source_backend)
+    target = _backend(target_backend)
+    _method(source, EXPORT_METHOD, "source")
+    _method(target, IMPORT_METHOD, "target")
+    model = source.load(source_path)
+    converted = convert_model(model, source, target)
+    target.save(converted, output_path)
+    return converted

@@ -1,0 +1,179 @@
+"""``TensorFlowBackend``: the ``tensorflow`` implementation of :class:`ptycho_core.protocol.ReconstructionBackend`.
+
+It takes and returns numpy arrays and core dataclasses only. Training is delegated to
+:mod:`ptycho_tf.training` (Keras ``fit``), persistence to :mod:`ptycho_tf.persistence`
+(core bundle + ``.weights.h5``), weight conversion to :mod:`ptycho_tf.convert`.
+Inference runs the generator and the merge canvas through a compiled ``tf.function``
+(one trace for every batch size, cached on the network), batch by batch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from ptycho_core.config import PRECISIONS, InferenceConfig, TrainingConfig
+from ptycho_core.errors import BackendMismatchError, DataContractError
+from ptycho_core.grouping import GroupedData
+from ptycho_core.hooks import HookRelay
+from ptycho_core.protocol import TrainedModel, TrainingData
+from ptycho_tf import convert, persistence, training
+from ptycho_tf._keras import tf
+from ptycho_tf.model import PtychoPINN
+
+__all__ = ["TensorFlowBackend", "inference_device"]
+
+
+def inference_device(accelerator: str, devices: int | str = 1) -> str:
+    """The one device inference runs on: 'cpu' → CPU:0, 'gpu' → GPU:0 (error without one),
+    'auto' → GPU:0 if TensorFlow sees a GPU, else CPU:0."""
+    if devices not in (1, "auto"):
+        raise ValueError(
+            f"InferenceConfig.devices: the tensorflow backend infers on one device; expected 1 or "
+            f"'auto', found {devices!r}"
+        )
+    return training.resolve_devices(accelerator, 1)[0]
+
+
+class TensorFlowBackend:
+    """PtychoPINN on TensorFlow + Keras 3 (CPU, GPU, MirroredStrategy across devices)."""
+
+    name = training.BACKEND_NAME
+    description = "PtychoPINN on TensorFlow + Keras 3 (CPU, GPU, multi-device MirroredStrategy)"
+
+    # -- protocol ---------------------------------------------------------------------------
+
+    def train(
+        self, data: TrainingData, config: TrainingConfig, *, hooks: HookRelay
+    ) -> TrainedModel:
+        """Fit a new network; deterministic for a given ``config.seed`` on the CPU."""
+        if config.backend != self.name:
+            config = config.replace(backend=self.name)
+        network, history = training.fit(data, config, hooks)
+        probe = (
+            network.probe()
+            if config.probe_trainable
+            else np.asarray(data.probe, dtype=np.complex64)
+        )
+        return TrainedModel(
+            backend=self.name,
+            config=config,
+            probe=probe,
+            intensity_scale=float(data.intensity_scale),
+            network=network,
+            history=history,
+            extra={
+                "output_gain": network.output_gain,
+                "parameters": network.trainable_parameters(),
+            },
+        )
+
+    def infer(
+        self, model: TrainedModel, data: GroupedData, config: InferenceConfig, *, hooks: HookRelay
+    ) -> np.ndarray:
+        """Object patches at the group centres, complex64 (B, N, N, 1), in batches."""
+        network = self._network(model)
+        self._check_groups(model, data)
+        device = inference_device(config.accelerator, config.devices)
+        total = data.n_groups
+        result = np.empty((total, model.N, model.N, 1), dtype=np.complex64)
+        with tf.device(device):
+            predict = network.predictor(config.precision, device)
+            diffraction = np.asarray(data.diffraction, dtype=np.float32)
+            coords = np.asarray(data.coords_relative, dtype=np.float32)
+            for start in range(0, total, config.batch_size):
+                stop = min(start + config.batch_size, total)
+                result[start:stop] = predict(diffraction[start:stop], coords[start:stop]).numpy()
+                hooks.ptycho_infer_progress(done=stop, total=total)
+        return result
+
+    def save(self, model: TrainedModel, path: str | os.PathLike[str]) -> None:
+        """Write a bundle atomically."""
+        self._network(model)
+        persistence.save_model(model, path)
+
+    def load(self, path: str | os.PathLike[str]) -> TrainedModel:
+        """Read a ``tensorflow`` bundle; another backend's raises ``BackendMismatchError``."""
+        return persistence.load_model(path)
+
+    # -- extras -----------------------------------------------------------------------------
+
+    def forward(
+        self,
+        model: TrainedModel,
+        diffraction: np.ndarray,
+        coords_relative: np.ndarray,
+        *,
+        precision: str = "32",
+        accelerator: str = "auto",
+    ) -> np.ndarray:
+        """The bare network on one batch (no hooks, no batching): (B, N, N, 1) complex64.
+
+        Used by ``ptycho bench`` to measure the forward throughput alone.
+        """
+        network = self._network(model)
+        if precision not in PRECISIONS:
+            raise ValueError(
+                f"precision: expected one of {', '.join(PRECISIONS)}, found {precision!r}"
+            )
+        device = inference_device(accelerator)
+        with tf.device(device):
+            output = network.predictor(precision, device)(
+                np.asarray(diffraction, dtype=np.float32),
+                np.asarray(coords_relative, dtype=np.float32),
+            )
+            return np.array(output.numpy(), copy=True)  # owned by numpy, not a view of TF memory
+
+    def export_arrays(self, model: TrainedModel) -> dict[str, np.ndarray]:
+        """Framework-neutral weights (specs/backend-protocol.md, "Framework-neutral weights")."""
+        self._network(model)
+        return convert.export_arrays(model)
+
+    def import_arrays(
+        self,
+        arrays: Mapping[str, np.ndarray],
+        *,
+        config: TrainingConfig,
+        probe: np.ndarray,
+        intensity_scale: float,
+        history: Mapping[str, Sequence[float]] | None = None,
+    ) -> TrainedModel:
+        """A ``tensorflow`` model from framework-neutral weights (e.g. exported by ``pytorch``)."""
+        return convert.import_arrays(
+            arrays, config=config, probe=probe, intensity_scale=intensity_scale, history=history
+        )
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _network(self, model: TrainedModel) -> PtychoPINN:
+        if model.backend != self.name:
+            raise BackendMismatchError(
+                f"model was trained by backend {model.backend!r}; backend {self.name!r} cannot run it"
+            )
+        if not isinstance(model.network, PtychoPINN):
+            raise ValueError(
+                f"TrainedModel.network: expected a ptycho_tf PtychoPINN, found {type(model.network).__name__}"
+            )
+        return model.network
+
+    @staticmethod
+    def _check_groups(model: TrainedModel, data: GroupedData) -> None:
+        N, channels = model.N, model.config.model.channels
+        B = data.n_groups
+        if data.diffraction.ndim != 4 or data.N != N or data.diffraction.shape[2] != N:
+            raise DataContractError(
+                f"grouped data 'diffraction': expected shape (B, {N}, {N}, {channels}) for the "
+                f"model's N={N}, gridsize={model.gridsize}, found {data.diffraction.shape}"
+            )
+        if data.channels != channels:
+            raise DataContractError(
+                f"grouped data 'diffraction': expected {channels} channels (the model's gridsize "
+                f"{model.gridsize}), found {data.channels} (gridsize {data.gridsize})"
+            )
+        if data.coords_relative.shape != (B, 1, 2, channels):
+            raise DataContractError(
+                f"grouped data 'coords_relative': expected shape ({B}, 1, 2, {channels}), found "
+                f"{data.coords_relative.shape}"
+            )
