@@ -1,0 +1,536 @@
+"""The 'epie' backend: iterative rPIE reconstruction behind ptycho's backend protocol.
+
+``train`` fits, on the training data, what an iterative solver can carry from one
+dataset to the next:
+
+- the step sizes: the rPIE regularisation ``alpha`` and the object momentum, picked
+  from :data:`STEP_GRID` by the training Fourier error after a short pilot run of each
+  pair (the probe step ``beta`` is fixed, :data:`BETA`);
+- the probe, refined by rPIE probe updates when ``config.probe_trainable`` is true,
+  starting from the normalised probe P̃;
+- the amplitude scale ``gain`` between the normalised data and ``A(O·P̃)``, when
+  ``config.intensity_scale_trainable`` is true: X_n ≈ gain·A(O·P), with the object scale
+  fixed by the convention that the brightest 0.1 % of the well-lit training object has
+  amplitude 1 (a transmission object);
+- the iteration count: the epochs training ran (``config.nepochs``, or fewer when early
+  stopping on the training loss ended it), and the minibatch (patterns updated
+  together: the training ``batch_size``).
+
+``infer`` runs that many rPIE iterations on the diffraction data it is given, with the
+fitted probe, scale and step sizes fixed, and returns the reconstructed object at the
+group centres. There is no network, so there is no ``forward`` method and
+``ptycho bench`` reports null forward figures.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import deque
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import scipy
+import scipy.fft
+
+from ptycho_core.bundle import read_bundle, write_bundle
+from ptycho_core.config import InferenceConfig, ModelConfig, TrainingConfig
+from ptycho_core.errors import BundleError
+from ptycho_core.grouping import GroupedData
+from ptycho_core.physics import probe_disk_mask
+from ptycho_core.protocol import TrainedModel, TrainingData
+from ptycho_epie import __version__, engine
+
+__all__ = ["BETA", "PAYLOAD_FILE", "STEP_GRID", "EpieBackend", "EpieState"]
+
+STEP_GRID: tuple[tuple[float, float], ...] = tuple(
+    (alpha, momentum) for alpha in (0.02, 0.1, 0.5) for momentum in (0.0, 0.5)
+)
+"""Candidate (rPIE regularisation alpha, object momentum) pairs; train keeps the pair with
+the lowest training Fourier error after a pilot run of each."""
+BETA = 1.0
+"""rPIE probe step (fixed; the probe update is normalised by the object's intensity)."""
+PILOT_ITERATIONS = 6
+"""Iterations of each pilot run that chooses the step sizes (at most ``nepochs``)."""
+PROBE_DELAY = 1
+"""Probe updates start after this many object-only iterations (when the probe is trained)."""
+BRIGHT_PERCENTILE = 99.9
+"""Percentile of |O| over the well-lit training object that is set to amplitude 1."""
+WELL_LIT = 0.5
+"""Canvas pixels whose summed probe intensity exceeds this fraction of the maximum."""
+WORKERS = -1
+"""scipy.fft worker threads (-1: one per CPU)."""
+PAYLOAD_FILE = "epie.npz"
+PAYLOAD_VERSION = 1
+# Cache the shifted probes when they take at most this many complex64 values (128 MiB).
+_CACHE_VALUES = 2**24
+
+# Settings with no meaning for an iterative solver: refused unless left at their default.
+_UNUSED_TRAINING = (
+    "learning_rate",
+    "lr_plateau_factor",
+    "lr_plateau_patience",
+    "min_learning_rate",
+)
+_UNUSED_MODEL = (
+    "n_filters_scale",
+    "amp_activation",
+    "object_big",
+    "probe_big",
+    "probe_mask",
+    "pad_object",
+    "gaussian_smoothing_sigma",
+    "offset",
+    "max_position_jitter",
+)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class EpieState:
+    """What training fitted (``TrainedModel.network`` of an 'epie' model)."""
+
+    probe: np.ndarray
+    """(N, N) complex64 fitted probe P, normalised like P̃ (probe_scale·mean|mask·P| = 1)."""
+    gain: float
+    """g in X_n ≈ g·A(O·P): the amplitude scale of the normalised data."""
+    alpha: float
+    """rPIE regularisation of the object update."""
+    momentum: float
+    """Heavy-ball momentum of the object across iterations (0: plain rPIE)."""
+    beta: float
+    """rPIE probe step (used in training only; stored for the record)."""
+    iterations: int
+    """rPIE iterations run by ``infer``."""
+    minibatch: int
+    """Patterns updated in parallel per rPIE step (the training ``batch_size``)."""
+
+
+def _check_config(name: str, config: TrainingConfig) -> None:
+    """Refuse settings ePIE cannot honour (the protocol forbids ignoring them silently)."""
+    defaults_training = TrainingConfig()
+    defaults_model = ModelConfig()
+    for field_name in _UNUSED_TRAINING:
+        value = getattr(config, field_name)
+        if value != getattr(defaults_training, field_name):
+            raise ValueError(
+                f"{name}: TrainingConfig.{field_name}={value!r} is a setting of gradient "
+                "training, which ePIE does not use; leave it at its default "
+                f"{getattr(defaults_training, field_name)!r}"
+            )
+    for field_name in _UNUSED_MODEL:
+        value = getattr(config.model, field_name)
+        if value != getattr(defaults_model, field_name):
+            raise ValueError(
+                f"{name}: ModelConfig.{field_name}={value!r} describes a network, which ePIE "
+                f"does not have; leave it at its default {getattr(defaults_model, field_name)!r}"
+            )
+    supported: Mapping[str, tuple[Any, ...]] = {
+        "precision": ("32",),
+        "accelerator": ("auto", "cpu"),
+        "devices": (1, "auto"),
+        "strategy": ("auto",),
+        "num_nodes": (1,),
+    }
+    for field_name, allowed in supported.items():
+        value = getattr(config, field_name)
+        if value not in allowed:
+            raise ValueError(
+                f"{name}: TrainingConfig.{field_name}={value!r} is not supported; ePIE runs "
+                f"in single precision on one CPU process ({field_name} must be one of "
+                f"{', '.join(map(repr, allowed))})"
+            )
+    if config.model.model_type != "pinn":
+        raise ValueError(
+            f"{name}: ModelConfig.model_type={config.model.model_type!r} is not supported; "
+            "ePIE reconstructs from the diffraction data alone ('pinn')"
+        )
+
+
+def _patterns(groups: GroupedData) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Unique patterns of the groups: (dataset index, x, y, N·X_n in FFT order).
+
+    A pattern's position is its group centre minus its ``coords_relative`` (which holds
+    −(position − centre)); for gridsize 1 it is the group centre itself.
+    """
+    N, C = groups.N, groups.channels
+    indices = groups.nn_indices.reshape(-1)
+    unique, first = np.unique(indices, return_index=True)
+    group, channel = np.divmod(first, C)
+    centre = groups.coords_offsets[group, 0, :, 0]
+    relative = groups.coords_relative[group, 0, :, channel].astype(np.float64)
+    position = centre - relative if C > 1 else centre
+    amplitude = groups.diffraction[group, :, :, channel]
+    measured = scipy.fft.ifftshift(amplitude, axes=(-2, -1)) * np.float32(N)
+    return unique, position[:, 0], position[:, 1], np.ascontiguousarray(measured, np.float32)
+
+
+def _last(steps: Iterator[Any]) -> Any:
+    """The last item of an iterator (the state after the last iteration)."""
+    last = deque(steps, maxlen=1)
+    return last[0]
+
+
+def _step_key(alpha: float, momentum: float) -> str:
+    return f"alpha={alpha:g},momentum={momentum:g}"
+
+
+def _loss(losses: engine.Losses, config: TrainingConfig) -> float:
+    """The PtychoPINN objective, so ePIE's losses compare with the neural backends'."""
+    return config.nll_weight * losses.poisson_nll + config.mae_weight * losses.mae
+
+
+def _well_lit(scan: engine.Scan, probe: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Boolean canvas mask of pixels whose summed probe intensity is ≥ WELL_LIT · max."""
+    flat = scan.flat_indices(index)
+    weights = np.broadcast_to(np.abs(probe) ** 2, flat.shape)
+    illumination = np.bincount(
+        flat.ravel(), weights=weights.ravel(), minlength=scan.shape[0] * scan.shape[1]
+    )
+    return (illumination >= WELL_LIT * illumination.max()).reshape(scan.shape)
+
+
+class EpieBackend:
+    """Iterative rPIE reconstruction with a fitted probe, scale and step size."""
+
+    name = "epie"
+    description = "iterative rPIE/ePIE reconstruction in numpy (fits probe, scale and step size)"
+    capabilities: Mapping[str, bool] = MappingProxyType(
+        {"deterministic": True, "gridsize_gt_1": True}
+    )
+
+    # ------------------------------------------------------------------ checks
+
+    def _check_model(self, model: TrainedModel) -> EpieState:
+        if model.backend != self.name:
+            raise ValueError(
+                f"{self.name}: cannot use a model of backend {model.backend!r} (expected "
+                f"{self.name!r})"
+            )
+        if not isinstance(model.network, EpieState):
+            raise ValueError(
+                f"{self.name}: TrainedModel.network: expected an EpieState, found "
+                f"{type(model.network).__name__}"
+            )
+        return model.network
+
+    # ------------------------------------------------------------------ train
+
+    def train(self, data: TrainingData, config: TrainingConfig, *, hooks: Any) -> TrainedModel:
+        N = config.model.N
+        if data.N != N:
+            raise ValueError(f"{self.name}: training data has N={data.N}, config.model.N is {N}")
+        if data.groups.channels != config.model.channels:
+            raise ValueError(
+                f"{self.name}: training data has {data.groups.channels} patterns per group, "
+                f"gridsize {config.model.gridsize} needs {config.model.channels}"
+            )
+        _check_config(self.name, config)
+        train, validation = data.split(config.validation_split)
+        hooks.ptycho_train_start(backend=self.name, config=config, n_groups=train.n_groups)
+
+        # Only the training patterns update the object; validation patterns (those of the
+        # held-out groups, which for gridsize > 1 may also belong to training groups) are
+        # only measured against it.
+        ids, x, y, measured = _patterns(train.groups)
+        n_train = ids.shape[0]
+        train_index = np.arange(n_train)
+        val_index = np.arange(0)
+        if validation is not None:
+            v_ids, vx, vy, v_measured = _patterns(validation.groups)
+            new = ~np.isin(v_ids, ids)
+            x = np.concatenate([x, vx[new]])
+            y = np.concatenate([y, vy[new]])
+            measured = np.concatenate([measured, v_measured[new]])
+            val_index = np.empty(v_ids.shape[0], dtype=np.int64)
+            val_index[new] = n_train + np.arange(int(new.sum()))
+            val_index[~new] = np.searchsorted(ids, v_ids[~new])
+        scan = engine.make_scan(x, y, N)
+        workers = WORKERS
+        scale = float(data.intensity_scale) / N
+        probe0 = np.asarray(data.probe, dtype=np.complex64)
+        obj0 = engine.flat_object(scan, probe0, measured[train_index])
+        batch = config.batch_size
+
+        shifted = None
+        if scan.n * N * N <= _CACHE_VALUES:
+            shifted = engine.shift_images(probe0, scan.frac, workers)
+
+        # step sizes: the (alpha, momentum) pair with the lowest training Fourier error
+        # after a short pilot run from the flat start (probe fixed)
+        pilot_iterations = min(PILOT_ITERATIONS, config.nepochs)
+        pilot_errors: dict[str, float] = {}
+        for alpha, momentum in STEP_GRID:
+            obj, _, _ = _last(
+                engine.rpie(
+                    obj0,
+                    probe0,
+                    scan,
+                    measured,
+                    train_index,
+                    iterations=pilot_iterations,
+                    batch_size=batch,
+                    rng=np.random.default_rng(config.seed),
+                    alpha=alpha,
+                    momentum=momentum,
+                    workers=workers,
+                    shifted_probes=shifted,
+                )
+            )
+            losses = engine.measure(obj, probe0, scan, measured, train_index, scale, workers)
+            pilot_errors[_step_key(alpha, momentum)] = losses.fourier_error
+        alpha, momentum = min(STEP_GRID, key=lambda step: pilot_errors[_step_key(*step)])
+
+        history: dict[str, list[float]] = {"loss": [], "fourier_error": []}
+        if val_index.size:
+            history["val_loss"] = []
+        obj, probe = obj0, probe0
+        best = math.inf
+        stale = 0
+        epochs_run = 0
+        run = engine.rpie(
+            obj0,
+            probe0,
+            scan,
+            measured,
+            train_index,
+            iterations=config.nepochs,
+            batch_size=batch,
+            rng=np.random.default_rng(config.seed),
+            alpha=alpha,
+            momentum=momentum,
+            beta=BETA,
+            refine_probe_from=PROBE_DELAY if config.probe_trainable else None,
+            scale=scale,
+            workers=workers,
+            shifted_probes=shifted,
+            measure=True,
+        )
+        for epoch, (obj, probe, losses) in enumerate(run):
+            assert losses is not None
+            epoch_losses = {"loss": _loss(losses, config), "fourier_error": losses.fourier_error}
+            if val_index.size:
+                val = engine.measure(obj, probe, scan, measured, val_index, scale, workers)
+                epoch_losses["val_loss"] = _loss(val, config)
+            for key, value in epoch_losses.items():
+                history[key].append(float(value))
+            hooks.ptycho_epoch_end(epoch=epoch, nepochs=config.nepochs, losses=epoch_losses)
+            epochs_run = epoch + 1
+            if epoch_losses["loss"] < best:
+                best, stale = epoch_losses["loss"], 0
+            else:
+                stale += 1
+                if stale >= config.early_stop_patience:
+                    break
+
+        state = self._fitted_state(
+            obj,
+            probe,
+            scan,
+            train_index,
+            config,
+            alpha=alpha,
+            momentum=momentum,
+            iterations=epochs_run,
+            minibatch=batch,
+        )
+        hooks.ptycho_train_end(history=history)
+        return TrainedModel(
+            backend=self.name,
+            config=config,
+            probe=probe0,
+            intensity_scale=float(data.intensity_scale),
+            network=state,
+            history=history,
+            extra={
+                "gain": state.gain,
+                "alpha": state.alpha,
+                "momentum": state.momentum,
+                "beta": state.beta,
+                "iterations": state.iterations,
+                "minibatch": state.minibatch,
+                "probe_refined": bool(config.probe_trainable),
+                "pilot_fourier_error": pilot_errors,
+            },
+        )
+
+    def _fitted_state(
+        self,
+        obj: np.ndarray,
+        probe: np.ndarray,
+        scan: engine.Scan,
+        index: np.ndarray,
+        config: TrainingConfig,
+        *,
+        alpha: float,
+        momentum: float,
+        iterations: int,
+        minibatch: int,
+    ) -> EpieState:
+        """Split the reconstructed probe into a normalised probe and the data scale."""
+        mask = probe_disk_mask(scan.N)
+        level = float(
+            config.model.probe_scale * np.mean(np.abs(probe.astype(np.complex128)) * mask)
+        )
+        if config.intensity_scale_trainable:
+            lit = _well_lit(scan, probe, index)
+            bright = float(np.percentile(np.abs(obj[lit]), BRIGHT_PERCENTILE))
+            gain = level * bright
+        else:
+            gain = 1.0
+        if not (math.isfinite(gain) and gain > 0 and math.isfinite(level) and level > 0):
+            raise ValueError(
+                f"{self.name}: training diverged (probe level {level!r}, gain {gain!r}); "
+                "check that the data are diffraction amplitudes of this probe"
+            )
+        fitted = (probe.astype(np.complex128) / level).astype(np.complex64)
+        return EpieState(
+            probe=fitted,
+            gain=float(gain),
+            alpha=float(alpha),
+            momentum=float(momentum),
+            beta=BETA,
+            iterations=int(iterations),
+            minibatch=int(minibatch),
+        )
+
+    # ------------------------------------------------------------------ infer
+
+    def infer(
+        self, model: TrainedModel, data: GroupedData, config: InferenceConfig, *, hooks: Any
+    ) -> np.ndarray:
+        state = self._check_model(model)
+        if data.N != model.N:
+            raise ValueError(
+                f"{self.name}: data has N={data.N}, the model was trained with N={model.N}"
+            )
+        if data.channels != model.config.model.channels:
+            raise ValueError(
+                f"{self.name}: data has {data.channels} patterns per group, the model's "
+                f"gridsize {model.gridsize} needs {model.config.model.channels}"
+            )
+        total = data.n_groups
+        _, x, y, measured = _patterns(data)
+        scan = engine.make_scan(x, y, data.N)
+        workers = WORKERS
+        probe = (state.probe.astype(np.complex128) * state.gain).astype(np.complex64)
+        shifted = None
+        if scan.n * data.N * data.N <= _CACHE_VALUES:
+            shifted = engine.shift_images(probe, scan.frac, workers)
+        run = engine.rpie(
+            engine.flat_object(scan, probe, measured),
+            probe,
+            scan,
+            measured,
+            np.arange(scan.n),
+            iterations=state.iterations,
+            batch_size=state.minibatch,
+            rng=np.random.default_rng(config.seed),
+            alpha=state.alpha,
+            momentum=state.momentum,
+            workers=workers,
+            shifted_probes=shifted,
+        )
+        reported = 0
+        obj = None
+        for iteration, (obj, _, _) in enumerate(run):  # noqa: B007  (the last one is kept)
+            # progress in groups: the iterations are the work, the final patches the end
+            done = min(total - 1, (total * (iteration + 1)) // state.iterations)
+            if done > reported:
+                hooks.ptycho_infer_progress(done=done, total=total)
+                reported = done
+        centres = data.coords_offsets[:, 0, :, 0]
+        out = np.empty((total, data.N, data.N, 1), dtype=np.complex64)
+        for start in range(0, total, config.batch_size):
+            stop = min(start + config.batch_size, total)
+            out[start:stop, :, :, 0] = engine.extract_patches(
+                obj, scan, centres[start:stop, 0], centres[start:stop, 1], workers
+            )
+        hooks.ptycho_infer_progress(done=total, total=total)
+        return out
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, model: TrainedModel, path: str | os.PathLike[str]) -> None:
+        state = self._check_model(model)
+
+        def write_payload(folder: Path) -> None:
+            with open(folder / PAYLOAD_FILE, "wb") as handle:
+                np.savez(
+                    handle,
+                    version=np.int64(PAYLOAD_VERSION),
+                    probe=np.asarray(state.probe, dtype=np.complex64),
+                    gain=np.float64(state.gain),
+                    alpha=np.float64(state.alpha),
+                    momentum=np.float64(state.momentum),
+                    beta=np.float64(state.beta),
+                    iterations=np.int64(state.iterations),
+                    minibatch=np.int64(state.minibatch),
+                )
+
+        write_bundle(
+            path,
+            model,
+            write_payload,
+            framework={
+                "numpy": np.__version__,
+                "scipy": scipy.__version__,
+                "ptycho-epie": __version__,
+            },
+        )
+
+    def load(self, path: str | os.PathLike[str]) -> TrainedModel:
+        with read_bundle(path, expected_backend=self.name) as contents:
+            state = _read_state(Path(path), contents.payload_dir / PAYLOAD_FILE, contents.N)
+            return contents.trained_model(state)
+
+
+def _read_state(bundle: Path, file: Path, N: int) -> EpieState:
+    """Read and check the payload (numpy arrays only, never unpickled)."""
+
+    def fail(message: str) -> BundleError:
+        return BundleError(f"bundle {bundle}: payload {PAYLOAD_FILE}: {message}")
+
+    if not file.is_file():
+        raise fail("is missing")
+    try:
+        with np.load(file, allow_pickle=False) as archive:
+            arrays = {key: np.asarray(archive[key]) for key in archive.files}
+    except (OSError, ValueError, EOFError) as error:
+        raise fail(f"is not a readable npz archive ({error})") from error
+    expected = {f.name for f in fields(EpieState)} | {"version"}
+    missing = sorted(expected - set(arrays))
+    if missing:
+        raise fail(f"key {missing[0]!r} is missing (found {', '.join(sorted(arrays)) or 'none'})")
+    if arrays["version"].shape != () or int(arrays["version"]) != PAYLOAD_VERSION:
+        raise fail(f"key 'version': expected {PAYLOAD_VERSION}, found {arrays['version']!r}")
+    probe = arrays["probe"]
+    if probe.shape != (N, N) or probe.dtype != np.complex64 or not np.all(np.isfinite(probe)):
+        raise fail(
+            f"key 'probe': expected finite complex64 ({N}, {N}), found {probe.dtype} {probe.shape}"
+        )
+    scalars: dict[str, float] = {}
+    for key in ("gain", "alpha", "momentum", "beta", "iterations", "minibatch"):
+        value = arrays[key]
+        if value.shape != () or not np.issubdtype(value.dtype, np.number):
+            raise fail(f"key {key!r}: expected a number, found {value.dtype} {value.shape}")
+        number = float(value)
+        if (
+            not math.isfinite(number)
+            or number < 0
+            or (key in ("gain", "iterations", "minibatch") and number <= 0)
+        ):
+            raise fail(f"key {key!r}: expected a finite positive number, found {number!r}")
+        scalars[key] = number
+    return EpieState(
+        probe=probe,
+        gain=scalars["gain"],
+        alpha=scalars["alpha"],
+        momentum=scalars["momentum"],
+        beta=scalars["beta"],
+        iterations=int(scalars["iterations"]),
+        minibatch=int(scalars["minibatch"]),
+    )
