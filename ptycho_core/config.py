@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
 __all__ = [
+    "ACTIVATION_ALIASES",
     "AMP_ACTIVATIONS",
     "MODEL_TYPES",
     "PRECISIONS",
@@ -31,7 +32,7 @@ __all__ = [
 
 SUPPORTED_N: tuple[int, ...] = (64, 128, 256)
 AMP_ACTIVATIONS: tuple[str, ...] = ("sigmoid", "swish", "softplus", "relu")
-_ACTIVATION_ALIASES: Mapping[str, str] = {"silu": "swish"}
+ACTIVATION_ALIASES: Mapping[str, str] = {"silu": "swish"}
 MODEL_TYPES: tuple[str, ...] = ("pinn", "supervised")
 PRECISIONS: tuple[str, ...] = ("32", "bf16-mixed")
 DEFAULT_BACKEND = "tensorflow"
@@ -194,7 +195,7 @@ class ModelConfig(_ConfigMixin):
     )
     amp_activation: str = _doc(
         "amplitude head activation ('silu' is an alias of 'swish')",
-        _one_of(AMP_ACTIVATIONS + tuple(_ACTIVATION_ALIASES)),
+        _one_of(AMP_ACTIVATIONS + tuple(ACTIVATION_ALIASES)),
         default="sigmoid",
     )
     object_big: bool = _doc(
@@ -215,7 +216,7 @@ class ModelConfig(_ConfigMixin):
     max_position_jitter: int = _doc("extra canvas margin in pixels", _int_at_least(0), default=10)
 
     def __post_init__(self) -> None:
-        alias = _ACTIVATION_ALIASES.get(self.amp_activation)  # type: ignore[call-overload]
+        alias = ACTIVATION_ALIASES.get(self.amp_activation)  # type: ignore[call-overload]
         if alias is not None:
             object.__setattr__(self, "amp_activation", alias)
         super().__post_init__()
@@ -349,6 +350,17 @@ class InferenceConfig(_ConfigMixin):
     model_path: str | None = _doc("bundle the model came from (provenance)", default=None)
     test_data_file: str | None = _doc("NPZ reconstructed (provenance)", default=None)
     output_dir: str | None = _doc("folder for outputs (provenance)", default=None)
+
+    def require_single_device(self, backend: str) -> None:
+        """Refuse ``devices`` other than 1 or 'auto' for a backend that infers on one device.
+
+        The protocol forbids silently ignoring a setting, so such backends call this first.
+        """
+        if self.devices not in (1, "auto"):
+            raise ValueError(
+                f"InferenceConfig.devices: the {backend} backend infers on one device; "
+                f"expected 1 or 'auto', found {self.devices!r}"
+            )
 
 
 _LEGACY_RENAMES: Mapping[str, str] = {

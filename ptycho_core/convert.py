@@ -25,7 +25,15 @@ from ptycho_core.bundle import read_manifest
 from ptycho_core.errors import PtychoError
 from ptycho_core.protocol import ReconstructionBackend, TrainedModel
 
-__all__ = ["EXPORT_METHOD", "IMPORT_METHOD", "ConversionError", "convert_bundle", "convert_model"]
+__all__ = [
+    "EXPORT_METHOD",
+    "IMPORT_METHOD",
+    "ConversionError",
+    "checked_import",
+    "checked_intensity_scale",
+    "convert_bundle",
+    "convert_model",
+]
 
 EXPORT_METHOD = "export_arrays"
 IMPORT_METHOD = "import_arrays"
@@ -54,6 +62,65 @@ def _method(backend: Any, method: str, role: str) -> Any:
     return function
 
 
+def _value_problem(array: np.ndarray) -> str:
+    """What is wrong with an array's values for a weight ('' when nothing), as a message tail."""
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        return f": expected real numbers, found dtype {array.dtype}"
+    if not np.all(np.isfinite(array)):
+        return " holds NaN or inf"
+    return ""
+
+
+def checked_intensity_scale(value: Any) -> float:
+    """``import_arrays``' ``intensity_scale`` as a float; ``ValueError`` unless finite and > 0."""
+    if not (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and np.isfinite(value)
+        and value > 0
+    ):
+        raise ValueError(f"import_arrays: expected intensity_scale > 0, found {value!r}")
+    return float(value)
+
+
+def checked_import(arrays: Any, expected: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """What a backend's ``import_arrays`` starts with: its arguments checked, as float32.
+
+    ``expected`` maps each framework-neutral name the architecture needs to its neutral
+    shape (specs/backend-protocol.md §8). Raises ``ValueError`` naming the array for one
+    that is missing, unexpected, misshapen, not real or not finite, so every backend
+    refuses the same inputs with the same words.
+    """
+    if not isinstance(arrays, Mapping):
+        raise ValueError(
+            f"import_arrays: expected a mapping of name to array, found {type(arrays).__name__}"
+        )
+    missing = [name for name in expected if name not in arrays]
+    if missing:
+        raise ValueError(
+            f"import_arrays: array {missing[0]!r} is missing (expected shape {expected[missing[0]]})"
+            + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+        )
+    unexpected = sorted(str(name) for name in arrays if name not in expected)
+    if unexpected:
+        raise ValueError(
+            f"import_arrays: array {unexpected[0]!r} does not belong to the architecture of the "
+            "config (a different model_type, pad_object, probe_big or probe_trainable?)"
+        )
+    checked: dict[str, np.ndarray] = {}
+    for name, shape in expected.items():
+        array = np.asarray(arrays[name])
+        if array.shape != tuple(shape):
+            raise ValueError(
+                f"import_arrays: array {name!r}: expected shape {tuple(shape)}, found {array.shape}"
+            )
+        problem = _value_problem(array)
+        if problem:
+            raise ValueError(f"import_arrays: array {name!r}{problem}")
+        checked[name] = array.astype(np.float32)
+    return checked
+
+
 def _checked_arrays(arrays: Any, source: str) -> dict[str, np.ndarray]:
     if not isinstance(arrays, Mapping):
         raise ConversionError(
@@ -70,12 +137,9 @@ def _checked_arrays(arrays: Any, source: str) -> dict[str, np.ndarray]:
             raise ConversionError(
                 f"backend {source!r}: array {name!r} is a {type(array).__name__}, not a numpy array"
             )
-        if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-            raise ConversionError(
-                f"backend {source!r}: array {name!r}: expected real numbers, found dtype {array.dtype}"
-            )
-        if not np.all(np.isfinite(array)):
-            raise ConversionError(f"backend {source!r}: array {name!r} holds NaN or inf")
+        problem = _value_problem(array)
+        if problem:
+            raise ConversionError(f"backend {source!r}: array {name!r}{problem}")
         checked[name] = array
     return checked
 

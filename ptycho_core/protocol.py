@@ -18,11 +18,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
 from ptycho_core.config import InferenceConfig, TrainingConfig
+from ptycho_core.errors import BackendMismatchError, DataContractError
 from ptycho_core.grouping import GroupedData
 from ptycho_core.hooks import HookRelay
 
@@ -34,6 +35,8 @@ __all__ = [
     "TrainedModel",
     "TrainingData",
 ]
+
+_Payload = TypeVar("_Payload")
 
 ENTRY_POINT_GROUP = "ptycho.backends"
 PROTOCOL_METHODS: tuple[str, ...] = ("train", "infer", "save", "load")
@@ -98,6 +101,37 @@ class TrainingData:
     def n_groups(self) -> int:
         return self.groups.n_groups
 
+    def check_fits(self, config: TrainingConfig, backend: str) -> None:
+        """Raise ``ValueError`` unless this data can train ``config``'s model.
+
+        The protocol requires these checks before the first epoch: groups of the config's
+        N and gridsize², a finite s₀ > 0, an (N, N) probe and, for a supervised model,
+        ground-truth ``object_patches``. Every backend can call this.
+        """
+        N, channels = config.model.N, config.model.channels
+        if self.N != N or self.groups.channels != channels:
+            raise ValueError(
+                f"{backend}: training data: expected groups of {N}×{N}×{channels} "
+                f"(TrainingConfig.model N, gridsize²), found "
+                f"{self.N}×{self.N}×{self.groups.channels}"
+            )
+        if config.model.model_type == "supervised" and self.groups.object_patches is None:
+            raise ValueError(
+                f"{backend}: training data: expected object_patches (ground truth) for a "
+                "'supervised' model, found none"
+            )
+        if not (np.isfinite(self.intensity_scale) and self.intensity_scale > 0):
+            raise ValueError(
+                f"{backend}: training data: expected intensity_scale > 0, "
+                f"found {self.intensity_scale!r}"
+            )
+        probe_shape = np.shape(self.probe)
+        if probe_shape != (N, N):
+            raise ValueError(
+                f"{backend}: training data: expected a probe of shape ({N}, {N}), "
+                f"found {probe_shape}"
+            )
+
     def split(self, validation_fraction: float) -> tuple[TrainingData, TrainingData | None]:
         """The first groups for training and the last ``validation_fraction`` for validation.
 
@@ -141,6 +175,47 @@ class TrainedModel:
     @property
     def gridsize(self) -> int:
         return self.config.model.gridsize
+
+    def payload(self, backend: str, kind: type[_Payload]) -> _Payload:
+        """``network`` for backend ``backend``, after checking that it trained this model.
+
+        Raises :class:`~ptycho_core.errors.BackendMismatchError` for another backend's
+        model (the protocol's cross-backend rule) and ``TypeError`` for a foreign payload.
+        """
+        if self.backend != backend:
+            raise BackendMismatchError(
+                f"model was trained by backend {self.backend!r}; backend {backend!r} cannot run it"
+            )
+        if not isinstance(self.network, kind):
+            raise TypeError(
+                f"TrainedModel.network: expected a {kind.__module__}.{kind.__qualname__} for "
+                f"backend {backend!r}, found {type(self.network).__name__}"
+            )
+        return self.network
+
+    def check_groups(self, data: GroupedData) -> None:
+        """Raise :class:`~ptycho_core.errors.DataContractError` unless ``data`` fits the model.
+
+        Grouped data must be (B, N, N, C) with the model's N and C = gridsize², and its
+        ``coords_relative`` (B, 1, 2, C): what ``infer`` must check before running.
+        """
+        N, channels = self.N, self.config.model.channels
+        B = data.n_groups
+        if data.diffraction.ndim != 4 or data.N != N or data.diffraction.shape[2] != N:
+            raise DataContractError(
+                f"grouped data 'diffraction': expected shape (B, {N}, {N}, {channels}) for the "
+                f"model's N={N}, gridsize={self.gridsize}, found {data.diffraction.shape}"
+            )
+        if data.channels != channels:
+            raise DataContractError(
+                f"grouped data 'diffraction': expected {channels} channels (the model's gridsize "
+                f"{self.gridsize}), found {data.channels} (gridsize {data.gridsize})"
+            )
+        if data.coords_relative.shape != (B, 1, 2, channels):
+            raise DataContractError(
+                f"grouped data 'coords_relative': expected shape ({B}, 1, 2, {channels}), found "
+                f"{data.coords_relative.shape}"
+            )
 
 
 @runtime_checkable

@@ -76,6 +76,7 @@ __all__ = [
     "CheckSkipped",
     "ConformanceError",
     "ConformanceReport",
+    "HookRecorder",
     "backend_checks",
     "check_backend",
     "parametrize_with_checks",
@@ -133,8 +134,12 @@ class CheckSkipped(Exception):
 
 
 @dataclass
-class _Recorder:
-    """A real pluggy plugin that records every hook call with its arguments."""
+class HookRecorder:
+    """A real pluggy plugin that records every hook call with its arguments.
+
+    Useful in a backend's own tests too: ``recorder.relay()`` is the ``hooks`` argument,
+    ``recorder.named('epoch_end')`` the recorded keyword arguments of one hook.
+    """
 
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
@@ -220,7 +225,7 @@ class _Run:
     """One call of train or infer: its result, the hook calls and the input fingerprints."""
 
     result: Any
-    recorder: _Recorder
+    recorder: HookRecorder
     before: str
     after: str
     seconds: float
@@ -376,7 +381,7 @@ class BackendHarness:
         """Train on fresh data; record the hook calls and fingerprint the inputs."""
         config = config or self.training_config()
         data = self.training_data(config)
-        recorder = _Recorder()
+        recorder = HookRecorder()
         before = _fingerprint(data.probe, np.float64(data.intensity_scale)) + _groups_fingerprint(
             data.groups
         )
@@ -395,7 +400,7 @@ class BackendHarness:
     def infer(self, model: TrainedModel, groups: GroupedData | None = None) -> _Run:
         """Infer on fresh groups; record the hook calls and fingerprint the inputs."""
         groups = self.groups() if groups is None else groups
-        recorder = _Recorder()
+        recorder = HookRecorder()
         before = _groups_fingerprint(groups) + _fingerprint(model.probe)
         start = time.perf_counter()
         out = self.call(
@@ -808,7 +813,7 @@ def check_train_rejects_mismatch(h: BackendHarness) -> None:
         ),
     ]
     for bad_config, what in cases:
-        recorder = _Recorder()
+        recorder = HookRecorder()
         _expect_raises(
             h,
             me,
@@ -924,7 +929,7 @@ def check_infer_rejects_wrong_n(h: BackendHarness) -> None:
     _expect_raises(
         h,
         me,
-        lambda: h.backend.infer(model, small, h.inference_config(), hooks=_Recorder().relay()),
+        lambda: h.backend.infer(model, small, h.inference_config(), hooks=HookRecorder().relay()),
         ValueError,
         f"infer with N={h.N // 2} data on an N={h.N} model",
     )
@@ -958,7 +963,7 @@ def check_infer_rejects_wrong_gridsize(h: BackendHarness) -> None:
     _expect_raises(
         h,
         me,
-        lambda: h.backend.infer(model, bad, h.inference_config(), hooks=_Recorder().relay()),
+        lambda: h.backend.infer(model, bad, h.inference_config(), hooks=HookRecorder().relay()),
         ValueError,
         f"infer with {other} patterns per group on a gridsize-{h.gridsize} model",
     )
@@ -979,7 +984,7 @@ def check_infer_rejects_foreign_model(h: BackendHarness) -> None:
         h,
         me,
         lambda: h.backend.infer(
-            foreign, h.groups(), h.inference_config(), hooks=_Recorder().relay()
+            foreign, h.groups(), h.inference_config(), hooks=HookRecorder().relay()
         ),
         ValueError,
         f"infer with a model of backend {FOREIGN_BACKEND!r}",

@@ -15,7 +15,6 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ptycho_core.config import PRECISIONS, InferenceConfig, TrainingConfig
-from ptycho_core.errors import BackendMismatchError, DataContractError
 from ptycho_core.grouping import GroupedData
 from ptycho_core.hooks import HookRelay
 from ptycho_core.protocol import TrainedModel, TrainingData
@@ -26,14 +25,9 @@ from ptycho_tf.model import PtychoPINN
 __all__ = ["TensorFlowBackend", "inference_device"]
 
 
-def inference_device(accelerator: str, devices: int | str = 1) -> str:
+def inference_device(accelerator: str) -> str:
     """The one device inference runs on: 'cpu' → CPU:0, 'gpu' → GPU:0 (error without one),
     'auto' → GPU:0 if TensorFlow sees a GPU, else CPU:0."""
-    if devices not in (1, "auto"):
-        raise ValueError(
-            f"InferenceConfig.devices: the tensorflow backend infers on one device; expected 1 or "
-            f"'auto', found {devices!r}"
-        )
     return training.resolve_devices(accelerator, 1)[0]
 
 
@@ -75,8 +69,9 @@ class TensorFlowBackend:
     ) -> np.ndarray:
         """Object patches at the group centres, complex64 (B, N, N, 1), in batches."""
         network = self._network(model)
-        self._check_groups(model, data)
-        device = inference_device(config.accelerator, config.devices)
+        model.check_groups(data)
+        config.require_single_device(self.name)
+        device = inference_device(config.accelerator)
         total = data.n_groups
         result = np.empty((total, model.N, model.N, 1), dtype=np.complex64)
         with tf.device(device):
@@ -148,32 +143,4 @@ class TensorFlowBackend:
     # -- helpers ----------------------------------------------------------------------------
 
     def _network(self, model: TrainedModel) -> PtychoPINN:
-        if model.backend != self.name:
-            raise BackendMismatchError(
-                f"model was trained by backend {model.backend!r}; backend {self.name!r} cannot run it"
-            )
-        if not isinstance(model.network, PtychoPINN):
-            raise ValueError(
-                f"TrainedModel.network: expected a ptycho_tf PtychoPINN, found {type(model.network).__name__}"
-            )
-        return model.network
-
-    @staticmethod
-    def _check_groups(model: TrainedModel, data: GroupedData) -> None:
-        N, channels = model.N, model.config.model.channels
-        B = data.n_groups
-        if data.diffraction.ndim != 4 or data.N != N or data.diffraction.shape[2] != N:
-            raise DataContractError(
-                f"grouped data 'diffraction': expected shape (B, {N}, {N}, {channels}) for the "
-                f"model's N={N}, gridsize={model.gridsize}, found {data.diffraction.shape}"
-            )
-        if data.channels != channels:
-            raise DataContractError(
-                f"grouped data 'diffraction': expected {channels} channels (the model's gridsize "
-                f"{model.gridsize}), found {data.channels} (gridsize {data.gridsize})"
-            )
-        if data.coords_relative.shape != (B, 1, 2, channels):
-            raise DataContractError(
-                f"grouped data 'coords_relative': expected shape ({B}, 1, 2, {channels}), found "
-                f"{data.coords_relative.shape}"
-            )
+        return persistence.network_of(model)

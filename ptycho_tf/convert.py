@@ -10,12 +10,12 @@ conversion ever imports the other framework.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from ptycho_core.config import TrainingConfig
+from ptycho_core.convert import checked_import, checked_intensity_scale
 from ptycho_core.protocol import TrainedModel
 from ptycho_tf.model import PtychoPINN
 from ptycho_tf.persistence import network_of
@@ -51,39 +51,6 @@ def export_arrays(model: TrainedModel) -> dict[str, np.ndarray]:
     }
 
 
-def _check_arrays(
-    arrays: Mapping[str, np.ndarray], expected: Mapping[str, tuple[int, ...]]
-) -> None:
-    if not isinstance(arrays, Mapping):
-        raise ValueError(
-            f"import_arrays: expected a mapping of name to array, found {type(arrays).__name__}"
-        )
-    missing = [name for name in expected if name not in arrays]
-    if missing:
-        raise ValueError(
-            f"import_arrays: array {missing[0]!r} is missing (expected shape {expected[missing[0]]})"
-            + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
-        )
-    unexpected = sorted(name for name in arrays if name not in expected)
-    if unexpected:
-        raise ValueError(
-            f"import_arrays: array {unexpected[0]!r} does not belong to the architecture of the "
-            "config (a different model_type, pad_object, probe_big or probe_trainable?)"
-        )
-    for name, shape in expected.items():
-        array = np.asarray(arrays[name])
-        if array.shape != shape:
-            raise ValueError(
-                f"import_arrays: array {name!r}: expected shape {shape}, found {array.shape}"
-            )
-        if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-            raise ValueError(
-                f"import_arrays: array {name!r}: expected real numbers, found dtype {array.dtype}"
-            )
-        if not np.all(np.isfinite(array)):
-            raise ValueError(f"import_arrays: array {name!r} holds NaN or inf")
-
-
 def import_arrays(
     arrays: Mapping[str, np.ndarray],
     *,
@@ -99,12 +66,7 @@ def import_arrays(
     ``probe.imag`` are the network's probe and the model's. Raises ``ValueError`` naming
     the array for a missing, unexpected, misshapen or non-finite one.
     """
-    if not (
-        isinstance(intensity_scale, int | float)
-        and math.isfinite(intensity_scale)
-        and intensity_scale > 0
-    ):
-        raise ValueError(f"import_arrays: expected intensity_scale > 0, found {intensity_scale!r}")
+    intensity_scale = checked_intensity_scale(intensity_scale)
     if config.backend != BACKEND_NAME:
         config = config.replace(backend=BACKEND_NAME)
     network = build_network(
@@ -117,9 +79,9 @@ def import_arrays(
     )
     variables = network.named_weights()
     names = neutral_names(network)
-    _check_arrays(arrays, {name: tuple(variables[name].shape) for name in names})
+    checked = checked_import(arrays, {name: tuple(variables[name].shape) for name in names})
     for name in names:
-        variables[name].assign(np.asarray(arrays[name], dtype=np.float32))
+        variables[name].assign(checked[name])
     return TrainedModel(
         backend=BACKEND_NAME,
         config=config,

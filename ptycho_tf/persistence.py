@@ -48,13 +48,8 @@ _GAIN_TOLERANCE = 1e-6
 
 
 def network_of(model: TrainedModel) -> PtychoPINN:
-    """The Keras network of a ``tensorflow`` model; ``ValueError`` for anything else."""
-    if model.backend != BACKEND_NAME or not isinstance(model.network, PtychoPINN):
-        raise ValueError(
-            f"TrainedModel: expected a model of backend {BACKEND_NAME!r} holding a ptycho_tf "
-            f"PtychoPINN network, found backend {model.backend!r} with {type(model.network).__name__}"
-        )
-    return model.network
+    """The Keras network of a ``tensorflow`` model (core's backend and payload checks)."""
+    return model.payload(BACKEND_NAME, PtychoPINN)
 
 
 def _check_finite(network: PtychoPINN) -> None:

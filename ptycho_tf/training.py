@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ptycho_core.architecture import check_buildable
 from ptycho_core.config import ModelConfig, TrainingConfig
 from ptycho_core.hooks import HookRelay
 from ptycho_core.protocol import TrainingData
@@ -70,15 +71,7 @@ def build_network(
     precision: str = "32",
 ) -> PtychoPINN:
     """A fresh, built network (every variable created, initial weights fixed by ``seed``)."""
-    if (
-        model_config.model_type == "supervised"
-        and model_config.gridsize > 1
-        and not model_config.object_big
-    ):
-        raise ValueError(
-            "ModelConfig.object_big: expected True for a 'supervised' model with gridsize > 1 "
-            "(the generator must predict one patch per position), found False"
-        )
+    check_buildable(model_config)
     network = PtychoPINN(
         model_config,
         probe,
@@ -348,29 +341,6 @@ def seeded_and_deterministic(seed: int) -> Iterator[None]:
             disable()
 
 
-def _check_data(data: TrainingData, config: TrainingConfig) -> None:
-    if data.N != config.model.N or data.groups.channels != config.model.channels:
-        raise ValueError(
-            f"training data: expected groups of {config.model.N}×{config.model.N}×"
-            f"{config.model.channels} (TrainingConfig.model N, gridsize²), found "
-            f"{data.N}×{data.N}×{data.groups.channels}"
-        )
-    if config.model.model_type == "supervised" and data.groups.object_patches is None:
-        raise ValueError(
-            "training data: expected object_patches (ground truth) for a 'supervised' model, found none"
-        )
-    if not (math.isfinite(data.intensity_scale) and data.intensity_scale > 0):
-        raise ValueError(
-            f"training data: expected intensity_scale > 0, found {data.intensity_scale!r}"
-        )
-    probe = np.asarray(data.probe)
-    if probe.shape != (config.model.N, config.model.N):
-        raise ValueError(
-            f"training data: expected a probe of shape ({config.model.N}, {config.model.N}), "
-            f"found {probe.shape}"
-        )
-
-
 def make_callbacks(
     config: TrainingConfig, hooks: HookRelay, n_groups: int, *, has_validation: bool
 ) -> list[keras.callbacks.Callback]:
@@ -397,7 +367,7 @@ def fit(
     data: TrainingData, config: TrainingConfig, hooks: HookRelay
 ) -> tuple[PtychoPINN, dict[str, list[float]]]:
     """Train a new network on ``data``; returns a float32 single-device copy and the loss history."""
-    _check_data(data, config)
+    data.check_fits(config, BACKEND_NAME)
     train_part, val_part = data.split(config.validation_split)
     strategy, device = _strategy(config)
     placement = tf.device(device) if device is not None else contextlib.nullcontext()

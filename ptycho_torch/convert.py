@@ -11,16 +11,15 @@ conversion ever imports the other framework.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 
 from ptycho_core.config import TrainingConfig
+from ptycho_core.convert import checked_import, checked_intensity_scale
 from ptycho_core.protocol import TrainedModel
-from ptycho_torch.model import PtychoPINN
-from ptycho_torch.persistence import trainable_parameters
+from ptycho_torch.persistence import network_of, trainable_parameters
 from ptycho_torch.training import BACKEND_NAME, build_network
 
 __all__ = ["PROBE_NAMES", "export_arrays", "import_arrays", "neutral_name"]
@@ -41,15 +40,6 @@ def neutral_name(name: str, tensor: torch.Tensor) -> str:
     raise ValueError(f"state-dict entry {name!r} has no framework-neutral name")
 
 
-def _network(model: TrainedModel) -> PtychoPINN:
-    if model.backend != BACKEND_NAME or not isinstance(model.network, PtychoPINN):
-        raise ValueError(
-            f"TrainedModel: expected a model of backend {BACKEND_NAME!r} holding a ptycho_torch "
-            f"PtychoPINN network, found backend {model.backend!r} with {type(model.network).__name__}"
-        )
-    return model.network
-
-
 def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
     array = tensor.detach().to("cpu", torch.float32)
     if array.ndim == 4:
@@ -63,7 +53,7 @@ def export_arrays(model: TrainedModel) -> dict[str, np.ndarray]:
     Convolution kernels are (kh, kw, in, out), biases (out,), ``log_gain`` a 0-d array;
     ``probe.real`` / ``probe.imag`` (N, N) are included only when the probe is trainable.
     """
-    network = _network(model)
+    network = network_of(model)
     arrays: dict[str, np.ndarray] = {}
     for name, tensor in network.state_dict().items():
         if name == "probe":
@@ -74,21 +64,6 @@ def export_arrays(model: TrainedModel) -> dict[str, np.ndarray]:
             continue
         arrays[neutral_name(name, tensor)] = _to_numpy(tensor)
     return arrays
-
-
-def _check(name: str, array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    array = np.asarray(array)
-    if array.shape != shape:
-        raise ValueError(
-            f"import_arrays: array {name!r}: expected shape {shape}, found {array.shape}"
-        )
-    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-        raise ValueError(
-            f"import_arrays: array {name!r}: expected real numbers, found dtype {array.dtype}"
-        )
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"import_arrays: array {name!r} holds NaN or inf")
-    return array.astype(np.float32)
 
 
 def import_arrays(
@@ -107,16 +82,7 @@ def import_arrays(
     the array for a missing, unexpected, misshapen or non-finite one; the network is
     loaded with ``load_state_dict(strict=True)``.
     """
-    if not isinstance(arrays, Mapping):
-        raise ValueError(
-            f"import_arrays: expected a mapping of name to array, found {type(arrays).__name__}"
-        )
-    if not (
-        isinstance(intensity_scale, int | float)
-        and math.isfinite(intensity_scale)
-        and intensity_scale > 0
-    ):
-        raise ValueError(f"import_arrays: expected intensity_scale > 0, found {intensity_scale!r}")
+    intensity_scale = checked_intensity_scale(intensity_scale)
     if config.backend != BACKEND_NAME:
         config = config.replace(backend=BACKEND_NAME)
     network = build_network(
@@ -135,34 +101,26 @@ def import_arrays(
                     expected[part] = (name, tensor)
             continue
         expected[neutral_name(name, tensor)] = (name, tensor)
-    missing = [name for name in expected if name not in arrays]
-    if missing:
-        raise ValueError(
-            f"import_arrays: array {missing[0]!r} is missing"
-            + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
-        )
-    unexpected = sorted(name for name in arrays if name not in expected)
-    if unexpected:
-        raise ValueError(
-            f"import_arrays: array {unexpected[0]!r} does not belong to the architecture of the "
-            "config (a different model_type, pad_object, probe_big or probe_trainable?)"
-        )
+    shapes = {
+        neutral: (config.model.N, config.model.N)
+        if name == "probe"
+        else tuple(tensor.shape[i] for i in _KERNEL_FROM_TORCH)
+        if tensor.ndim == 4
+        else tuple(tensor.shape)
+        for neutral, (name, tensor) in expected.items()
+    }
+    checked = checked_import(arrays, shapes)
     state: dict[str, torch.Tensor] = {}
     for neutral, (name, tensor) in expected.items():
         if name == "probe":
             continue
-        shape = tuple(tensor.shape)
+        array = checked[neutral]
         if tensor.ndim == 4:
-            neutral_shape = tuple(shape[i] for i in _KERNEL_FROM_TORCH)
-            array = _check(neutral, arrays[neutral], neutral_shape).transpose(_KERNEL_TO_TORCH)
-        else:
-            array = _check(neutral, arrays[neutral], shape)
+            array = array.transpose(_KERNEL_TO_TORCH)
         state[name] = torch.from_numpy(np.ascontiguousarray(array)).to(tensor.dtype)
     if config.probe_trainable:
-        N = config.model.N
-        real = _check("probe.real", arrays["probe.real"], (N, N))
-        imag = _check("probe.imag", arrays["probe.imag"], (N, N))
-        state["probe"] = torch.from_numpy((real + 1j * imag).astype(np.complex64))
+        parts = checked["probe.real"] + 1j * checked["probe.imag"]
+        state["probe"] = torch.from_numpy(parts.astype(np.complex64))
     else:
         state["probe"] = reference["probe"].clone()
     network.load_state_dict(state, strict=True)

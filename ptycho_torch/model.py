@@ -46,28 +46,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ptycho_core.config import SUPPORTED_N, ModelConfig
+from ptycho_core.architecture import (
+    C_OUTER,
+    activation_name,
+    decoder_filters,
+    encoder_filters,
+    outer_filters,
+)
+from ptycho_core.config import ModelConfig
 from ptycho_core.physics import probe_disk_mask
 from ptycho_torch import physics
 
 __all__ = [
     "AMP_ACTIVATIONS",
-    "C_OUTER",
     "ConvPool",
     "ConvUp",
     "Decoder",
     "Encoder",
     "ModelOutput",
     "PtychoPINN",
-    "decoder_filters",
-    "encoder_filters",
     "get_activation",
-    "outer_filters",
     "phase_activation",
 ]
-
-C_OUTER = 4
-"""Decoder channels reserved for path 2 (upstream TF's fixed value)."""
 
 Activation = Callable[[torch.Tensor], torch.Tensor]
 
@@ -79,46 +79,15 @@ AMP_ACTIVATIONS: Mapping[str, Activation] = {
 }
 """Amplitude-head activations by config name ('silu' is accepted as an alias of 'swish')."""
 
-_ALIASES: Mapping[str, str] = {"silu": "swish"}
-
 
 def get_activation(name: str) -> Activation:
     """The amplitude activation called ``name``; unknown names raise ``ValueError`` listing the known."""
-    key = _ALIASES.get(name, name)
-    try:
-        return AMP_ACTIVATIONS[key]
-    except KeyError:
-        known = ", ".join(sorted([*AMP_ACTIVATIONS, *_ALIASES]))
-        raise ValueError(f"amp_activation: expected one of {known}, found {name!r}") from None
+    return AMP_ACTIVATIONS[activation_name(name)]
 
 
 def phase_activation(x: torch.Tensor) -> torch.Tensor:
     """π·tanh: the phase head's output range (−π, π)."""
     return math.pi * torch.tanh(x)
-
-
-def _levels(N: int) -> int:
-    if N not in SUPPORTED_N:
-        raise ValueError(f"N: expected one of {', '.join(map(str, SUPPORTED_N))}, found {N!r}")
-    return int(math.log2(N // 8))
-
-
-def encoder_filters(N: int, n_filters_scale: int) -> list[int]:
-    """Filters of the ConvPool blocks: N=64 → 32n, 64n, 128n (one more halving block per doubling of N)."""
-    levels = _levels(N)
-    return [n_filters_scale * 128 // 2 ** (levels - 1 - i) for i in range(levels)]
-
-
-def decoder_filters(N: int, n_filters_scale: int) -> list[int]:
-    """Filters of the ConvUp blocks of each decoder base: N=64 → 64n, 32n; output at N/2."""
-    levels = _levels(N)
-    return [n_filters_scale * 32 * 2 ** (levels - 2 - i) for i in range(levels - 1)]
-
-
-def outer_filters(N: int, n_filters_scale: int) -> int:
-    """Filters of the path-2 / full-field ConvUp: n·2048/N (64 at N=64, n=2)."""
-    _levels(N)
-    return n_filters_scale * 2048 // N
 
 
 def _conv(c_in: int, c_out: int) -> nn.Conv2d:

@@ -25,7 +25,7 @@ from ptycho_core.protocol import TrainedModel
 from ptycho_torch.model import PtychoPINN
 from ptycho_torch.training import BACKEND_NAME, build_network
 
-__all__ = ["WEIGHTS_NAME", "load_model", "save_model", "trainable_parameters"]
+__all__ = ["WEIGHTS_NAME", "load_model", "network_of", "save_model", "trainable_parameters"]
 
 WEIGHTS_NAME = "weights.pt"
 """The payload file holding the state dict."""
@@ -38,13 +38,9 @@ def trainable_parameters(network: PtychoPINN) -> int:
     return sum(p.numel() for p in network.parameters() if p.requires_grad)
 
 
-def _network_of(model: TrainedModel) -> PtychoPINN:
-    if model.backend != BACKEND_NAME or not isinstance(model.network, PtychoPINN):
-        raise ValueError(
-            f"TrainedModel: expected a model of backend {BACKEND_NAME!r} holding a PtychoPINN "
-            f"network, found backend {model.backend!r} with {type(model.network).__name__}"
-        )
-    return model.network
+def network_of(model: TrainedModel) -> PtychoPINN:
+    """The torch network of a ``pytorch`` model (core's backend and payload checks)."""
+    return model.payload(BACKEND_NAME, PtychoPINN)
 
 
 def save_model(model: TrainedModel, path: str | os.PathLike[str]) -> None:
@@ -53,7 +49,7 @@ def save_model(model: TrainedModel, path: str | os.PathLike[str]) -> None:
     The manifest's output gain, parameter count and probe are taken from the network
     itself, so a network changed after training is saved as it is now.
     """
-    network = _network_of(model)
+    network = network_of(model)
     state = {
         name: tensor.detach().to("cpu", copy=True).contiguous()
         for name, tensor in network.state_dict().items()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import random
 import tempfile
@@ -28,6 +27,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch.utils.data import DataLoader, TensorDataset
 
+from ptycho_core.architecture import check_buildable
 from ptycho_core.config import ModelConfig, TrainingConfig
 from ptycho_core.hooks import HookRelay
 from ptycho_core.protocol import TrainingData
@@ -65,15 +65,7 @@ def build_network(
     probe_trainable: bool = False,
 ) -> PtychoPINN:
     """A fresh network in channels-last memory, the fast layout for CPU convolutions."""
-    if (
-        model_config.model_type == "supervised"
-        and model_config.gridsize > 1
-        and not model_config.object_big
-    ):
-        raise ValueError(
-            "ModelConfig.object_big: expected True for a 'supervised' model with gridsize > 1 "
-            "(the generator must predict one patch per position), found False"
-        )
+    check_buildable(model_config)
     network = PtychoPINN(
         model_config,
         probe,
@@ -163,7 +155,9 @@ class PtychoLightningModule(pl.LightningModule):
             optimizer,
             mode="min",
             factor=config.lr_plateau_factor,
-            patience=config.lr_plateau_patience,
+            # torch cuts after patience + 1 bad epochs, Keras after patience (at least 1):
+            # shift so both backends cut at the same epoch.
+            patience=max(config.lr_plateau_patience - 1, 0),
             min_lr=config.min_learning_rate,
             threshold=1e-4,  # Keras' min_delta, absolute
             threshold_mode="abs",
@@ -338,20 +332,7 @@ def fit(
     data: TrainingData, config: TrainingConfig, hooks: HookRelay
 ) -> tuple[PtychoPINN, dict[str, list[float]]]:
     """Train a new network on ``data``; returns it (on the CPU, eval mode) and its loss history."""
-    if data.N != config.model.N or data.groups.channels != config.model.channels:
-        raise ValueError(
-            f"training data: expected groups of {config.model.N}×{config.model.N}×"
-            f"{config.model.channels} (TrainingConfig.model N, gridsize²), found "
-            f"{data.N}×{data.N}×{data.groups.channels}"
-        )
-    if config.model.model_type == "supervised" and data.groups.object_patches is None:
-        raise ValueError(
-            "training data: expected object_patches (ground truth) for a 'supervised' model, found none"
-        )
-    if not (math.isfinite(data.intensity_scale) and data.intensity_scale > 0):
-        raise ValueError(
-            f"training data: expected intensity_scale > 0, found {data.intensity_scale!r}"
-        )
+    data.check_fits(config, BACKEND_NAME)
     train_part, val_part = data.split(config.validation_split)
     with _quiet_and_restored(), tempfile.TemporaryDirectory(prefix="ptycho-torch-") as root:
         pl.seed_everything(config.seed, workers=True, verbose=False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -40,10 +41,11 @@ from ptycho_core.testing import (
 )
 
 try:
-    from ptycho_testbackends.gain import WEIGHTS_FILE, NumpyGainBackend
+    from ptycho_testbackends.gain import WEIGHTS_FILE, NumpyGainBackend, constant_patches
 except ImportError:  # the ptycho_test_distributions fixture fails every test with the fix
     NumpyGainBackend = object  # type: ignore[assignment,misc]
     WEIGHTS_FILE = "weights.npz"
+    constant_patches = None  # type: ignore[assignment]
 
 pytestmark = pytest.mark.usefixtures("ptycho_test_distributions")
 
@@ -94,6 +96,22 @@ def test_parametrize_ids_are_readable_and_selectable() -> None:
 def test_unknown_check_name_lists_the_known_ones() -> None:
     with pytest.raises(ValueError, match=r"unknown check 'infer-outptu'.*check_infer_output"):
         check_backend("numpy-gain", checks=["infer-outptu"])
+
+
+def test_the_minimal_example_of_the_protocol_spec_passes_the_kit() -> None:
+    """specs/backend-protocol.md §6 is what authors copy: it must honour every rule."""
+    spec = Path(__file__).resolve().parents[1] / "specs" / "backend-protocol.md"
+    blocks = re.findall(r"```python\n(.*?)```", spec.read_text(encoding="utf-8"), re.S)
+    (code,) = [b for b in blocks if b.startswith("# ptycho_constant/backend.py")]
+    namespace: dict[str, Any] = {"__name__": "ptycho_constant_backend"}
+    exec(compile(code, f"{spec} (§6 example)", "exec"), namespace)
+    report = check_backend(namespace["ConstantBackend"])
+    assert report.passed, str(report)
+    assert {r.check for r in report.results if r.status == "passed"} >= {
+        "check_save_load_round_trip",
+        "check_epoch_end_hook",
+        "check_infer_rejects_wrong_gridsize",
+    }
 
 
 def test_harness_rejects_unsupported_sizes() -> None:
@@ -243,12 +261,7 @@ class Lenient(Gain):
             raise ValueError(f"{self.name}: data N={data.N}, model N={model.N}")
         if self.check_channels and data.channels != model.config.model.channels:
             raise ValueError(f"{self.name}: data channels {data.channels}")
-        out = np.empty((data.n_groups, data.N, data.N, 1), dtype=np.complex64)
-        for start in range(0, data.n_groups, config.batch_size):
-            stop = min(start + config.batch_size, data.n_groups)
-            out[start:stop] = np.complex64(model.network)
-            hooks.ptycho_infer_progress(done=stop, total=data.n_groups)
-        return out
+        return constant_patches(model, data, config, hooks)
 
 
 class AcceptsAnyN(Lenient):

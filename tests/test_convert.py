@@ -13,10 +13,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ptycho_core.config import ModelConfig, TrainingConfig
-from ptycho_core.convert import ConversionError, convert_bundle
+from ptycho_core.convert import (
+    ConversionError,
+    checked_import,
+    checked_intensity_scale,
+    convert_bundle,
+)
 from ptycho_core.errors import BundleError, UnknownBackendError
 from ptycho_core.hooks import make_plugin_manager
 from ptycho_core.simulate import default_dataset
@@ -71,3 +79,52 @@ def test_cli_reports_conversion_errors_on_one_line(gain_bundle: Path, tmp_path: 
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("ptycho convert: error: backend 'numpy-gain' cannot be the source")
     assert "export_arrays" in line and not out.exists()
+
+
+SHAPES = {"encoder.kernel": (3, 3, 1, 2), "log_gain": ()}
+
+
+def _arrays(**changes: object) -> dict[str, object]:
+    arrays = {"encoder.kernel": np.ones((3, 3, 1, 2), np.float64), "log_gain": np.float32(0.5)}
+    arrays.update(changes)
+    return {k: v for k, v in arrays.items() if v is not None}
+
+
+def test_checked_import_gives_float32_copies_of_the_expected_arrays() -> None:
+    arrays = _arrays()
+    checked = checked_import(arrays, SHAPES)
+    assert set(checked) == set(SHAPES)
+    assert all(a.dtype == np.float32 for a in checked.values())
+    checked["encoder.kernel"][0, 0, 0, 0] = 7.0
+    assert arrays["encoder.kernel"][0, 0, 0, 0] == 1.0  # the caller's array is untouched
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ([1, 2], "expected a mapping of name to array, found list"),
+        (_arrays(log_gain=None), r"array 'log_gain' is missing \(expected shape \(\)\)"),
+        (_arrays(extra=np.zeros(2)), "array 'extra' does not belong to the architecture"),
+        (
+            _arrays(**{"encoder.kernel": np.ones((2, 1, 3, 3))}),
+            r"array 'encoder.kernel': expected shape \(3, 3, 1, 2\), found \(2, 1, 3, 3\)",
+        ),
+        (
+            _arrays(log_gain=np.array(1 + 1j)),
+            "array .log_gain.: expected real numbers, found dtype complex128",
+        ),
+        (_arrays(log_gain=np.float32(np.inf)), "array 'log_gain' holds NaN or inf"),
+    ],
+)
+def test_checked_import_names_the_array_that_does_not_fit(arrays, message: str) -> None:
+    with pytest.raises(ValueError, match=f"import_arrays: {message}"):
+        checked_import(arrays, SHAPES)
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True) | st.integers(-5, 5) | st.booleans())
+def test_intensity_scale_must_be_a_finite_positive_number(value) -> None:
+    if isinstance(value, bool) or not (np.isfinite(value) and value > 0):
+        with pytest.raises(ValueError, match="expected intensity_scale > 0"):
+            checked_intensity_scale(value)
+    else:
+        assert checked_intensity_scale(value) == float(value)

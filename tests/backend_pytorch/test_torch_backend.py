@@ -129,6 +129,13 @@ def test_infer_refuses_data_of_another_size_or_gridsize(small_model, small_train
     foreign = dataclasses.replace(small_model, backend="tensorflow")
     with pytest.raises(BackendMismatchError, match="trained by backend 'tensorflow'"):
         backend.infer(foreign, small_training.groups, config, hooks=hooks_for())
+    with pytest.raises(ValueError, match=r"the pytorch backend infers on one device.*found 2"):
+        backend.infer(
+            small_model,
+            small_training.groups,
+            config.replace(devices=2),
+            hooks=hooks_for(),
+        )
 
 
 def test_bf16_inference_stays_close_to_float32(small_model, small_training) -> None:

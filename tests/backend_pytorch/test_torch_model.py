@@ -6,27 +6,14 @@ import numpy as np
 import pytest
 import torch
 
+from ptycho_core.architecture import C_OUTER, GENERATOR_PARAMETERS
 from ptycho_core.config import ModelConfig
-from ptycho_torch import model as model_module
 from ptycho_torch.model import (
     AMP_ACTIVATIONS,
     PtychoPINN,
-    decoder_filters,
-    encoder_filters,
     get_activation,
-    outer_filters,
 )
 from ptycho_torch.training import build_network
-
-# model-and-physics.md §3: the conformance table shared with the TensorFlow backend.
-PARAMETER_TABLE = {
-    (64, 1): 2_331_772,
-    (64, 2): 2_340_208,
-    (128, 1): 4_661_212,
-    (128, 2): 4_667_056,
-    (256, 1): 12_912_268,
-    (256, 2): 12_916_816,
-}
 
 
 def _network(config: ModelConfig, **kwargs) -> PtychoPINN:
@@ -34,10 +21,10 @@ def _network(config: ModelConfig, **kwargs) -> PtychoPINN:
     return build_network(config, probe, 988.0, **kwargs)
 
 
-@pytest.mark.parametrize(("N", "gridsize"), sorted(PARAMETER_TABLE))
+@pytest.mark.parametrize(("N", "gridsize"), sorted(GENERATOR_PARAMETERS))
 def test_parameter_counts_match_the_table(N: int, gridsize: int) -> None:
     network = _network(ModelConfig(N=N, gridsize=gridsize))
-    expected = PARAMETER_TABLE[(N, gridsize)]
+    expected = GENERATOR_PARAMETERS[(N, gridsize)]
     assert network.generator_parameters() == expected
     trainable = sum(p.numel() for p in network.parameters() if p.requires_grad)
     assert trainable == expected + 1  # the output gain comes on top
@@ -55,15 +42,6 @@ def test_final_stage_split_of_the_n64_generator() -> None:
     assert count(network.decoder_amp.head) == 541
     assert count(network.decoder_amp.outer) == 39_873
     assert count(network.decoder_phase) == count(network.decoder_amp)
-
-
-def test_filter_plans() -> None:
-    assert encoder_filters(64, 2) == [64, 128, 256]
-    assert encoder_filters(256, 1) == [8, 16, 32, 64, 128]
-    assert decoder_filters(128, 2) == [256, 128, 64]
-    assert outer_filters(64, 2) == 64 and outer_filters(256, 2) == 16
-    with pytest.raises(ValueError, match="N: expected one of 64, 128, 256, found 96"):
-        encoder_filters(96, 2)
 
 
 def test_parameter_names_form_the_documented_hierarchy() -> None:
@@ -113,7 +91,7 @@ def test_amplitude_activation_is_applied(activation: str) -> None:
     features = network.encoder(x)
     for block in network.decoder_amp.blocks:
         features = block(features)
-    raw = network.decoder_amp.head(features[:, : -model_module.C_OUTER])
+    raw = network.decoder_amp.head(features[:, :-C_OUTER])
     centre = amp[..., 16:48, 16:48]
     assert torch.allclose(centre, AMP_ACTIVATIONS[activation](raw), atol=1e-6)
     assert phase.abs().max() < np.pi

@@ -225,7 +225,7 @@ def test_save_refuses_a_foreign_model_and_writes_nothing(small_model, tmp_path) 
     with pytest.raises(BackendMismatchError, match="trained by backend 'numpy-gain'"):
         TorchBackend().save(foreign, path)
     not_torch = dataclasses.replace(small_model, network={"c": 1.0})
-    with pytest.raises(ValueError, match="expected a ptycho_torch PtychoPINN, found dict"):
+    with pytest.raises(TypeError, match=r"expected a ptycho_torch\.model\.PtychoPINN .*found dict"):
         TorchBackend().save(not_torch, path)
     assert not path.exists() and list(tmp_path.iterdir()) == []
 

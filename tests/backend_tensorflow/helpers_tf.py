@@ -4,71 +4,31 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from backend_helpers import Recorder, hooks_for
+from backend_helpers import small_config as shared_small_config
 
-from ptycho_core.config import ModelConfig, TrainingConfig
-from ptycho_core.hooks import hookimpl, make_plugin_manager
+from ptycho_core.config import TrainingConfig
 from ptycho_core.protocol import TrainedModel
+
+__all__ = [
+    "Recorder",
+    "hooks_for",
+    "random_batch",
+    "small_config",
+    "subprocess_env",
+    "untrained_model",
+]
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@dataclass
-class Recorder:
-    """A hook plugin that records every call (a real plugin, registered with pluggy)."""
-
-    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-
-    @hookimpl
-    def ptycho_train_start(self, backend: str, config: Any, n_groups: int) -> None:
-        self.calls.append(
-            ("train_start", {"backend": backend, "config": config, "n_groups": n_groups})
-        )
-
-    @hookimpl
-    def ptycho_epoch_end(self, epoch: int, nepochs: int, losses: Mapping[str, float]) -> None:
-        self.calls.append(
-            ("epoch_end", {"epoch": epoch, "nepochs": nepochs, "losses": dict(losses)})
-        )
-
-    @hookimpl
-    def ptycho_train_end(self, history: Mapping[str, Sequence[float]]) -> None:
-        self.calls.append(("train_end", {"history": {k: list(v) for k, v in history.items()}}))
-
-    @hookimpl
-    def ptycho_infer_progress(self, done: int, total: int) -> None:
-        self.calls.append(("infer_progress", {"done": done, "total": total}))
-
-    def named(self, name: str) -> list[dict[str, Any]]:
-        return [args for call, args in self.calls if call == name]
-
-
-def hooks_for(recorder: Recorder | None = None):
-    """A hook relay with ``recorder`` (if any) and no installed plugins."""
-    plugins = () if recorder is None else (recorder,)
-    return make_plugin_manager(*plugins, load_entry_points=False).hook
-
-
 def small_config(**changes: Any) -> TrainingConfig:
-    """A fast N=64 training config (CPU, few groups, few epochs)."""
-    model = changes.pop("model", ModelConfig(N=64, gridsize=1))
-    values: dict[str, Any] = {
-        "model": model,
-        "backend": "tensorflow",
-        "nepochs": 1,
-        "batch_size": 16,
-        "n_groups": 32,
-        "validation_split": 0.25,
-        "accelerator": "cpu",
-        "seed": 3,
-    }
-    values.update(changes)
-    return TrainingConfig(**values)
+    """A fast N=64 tensorflow training config (CPU, few groups, one epoch)."""
+    return shared_small_config(**{"backend": "tensorflow", **changes})
 
 
 def untrained_model(config: TrainingConfig | None = None, *, seed: int = 0) -> TrainedModel:

@@ -9,29 +9,16 @@ import numpy as np
 import pytest
 from helpers_tf import random_batch, subprocess_env
 
+from ptycho_core.architecture import C_OUTER, GENERATOR_PARAMETERS
 from ptycho_core.config import ModelConfig
-from ptycho_tf import model as model_module
 from ptycho_tf._keras import keras, tf
 from ptycho_tf.model import (
     AMP_ACTIVATIONS,
     Decoder,
     PtychoPINN,
-    decoder_filters,
-    encoder_filters,
     get_activation,
-    outer_filters,
 )
 from ptycho_tf.training import build_network
-
-# model-and-physics.md §3: the conformance table shared with the PyTorch backend.
-PARAMETER_TABLE = {
-    (64, 1): 2_331_772,
-    (64, 2): 2_340_208,
-    (128, 1): 4_661_212,
-    (128, 2): 4_667_056,
-    (256, 1): 12_912_268,
-    (256, 2): 12_916_816,
-}
 
 
 def _network(config: ModelConfig, **kwargs) -> PtychoPINN:
@@ -43,10 +30,10 @@ def _count(layer) -> int:
     return sum(int(np.prod(v.shape)) for v in layer.trainable_weights)
 
 
-@pytest.mark.parametrize(("N", "gridsize"), sorted(PARAMETER_TABLE))
+@pytest.mark.parametrize(("N", "gridsize"), sorted(GENERATOR_PARAMETERS))
 def test_parameter_counts_match_the_table(N: int, gridsize: int) -> None:
     network = _network(ModelConfig(N=N, gridsize=gridsize))
-    expected = PARAMETER_TABLE[(N, gridsize)]
+    expected = GENERATOR_PARAMETERS[(N, gridsize)]
     assert network.generator_parameters() == expected
     assert network.trainable_parameters() == expected + 1  # the output gain comes on top
     frozen = _network(ModelConfig(N=N, gridsize=gridsize), intensity_scale_trainable=False)
@@ -61,15 +48,6 @@ def test_final_stage_split_of_the_n64_generator() -> None:
     assert _count(network.decoder_amp.head) == 541
     assert _count(network.decoder_amp.outer) == 39_873
     assert _count(network.decoder_phase) == _count(network.decoder_amp)
-
-
-def test_filter_plans_equal_the_torch_plan() -> None:
-    assert encoder_filters(64, 2) == [64, 128, 256]
-    assert encoder_filters(256, 1) == [8, 16, 32, 64, 128]
-    assert decoder_filters(128, 2) == [256, 128, 64]
-    assert outer_filters(64, 2) == 64 and outer_filters(256, 2) == 16
-    with pytest.raises(ValueError, match="N: expected one of 64, 128, 256, found 96"):
-        encoder_filters(96, 2)
 
 
 def test_weight_names_form_the_documented_hierarchy() -> None:
@@ -133,7 +111,7 @@ def test_amplitude_activation_is_applied(activation: str) -> None:
     features = network.encoder(x)
     for block in network.decoder_amp.blocks:
         features = block(features)
-    raw = network.decoder_amp.head(features[..., : -model_module.C_OUTER])
+    raw = network.decoder_amp.head(features[..., :-C_OUTER])
     centre = amp[:, 16:48, 16:48]
     np.testing.assert_allclose(centre, AMP_ACTIVATIONS[activation](raw), atol=1e-6)
     assert float(tf.reduce_max(tf.abs(phase))) < np.pi

@@ -204,31 +204,12 @@ class EpieBackend:
 
     # ------------------------------------------------------------------ checks
 
-    def _check_model(self, model: TrainedModel) -> EpieState:
-        if model.backend != self.name:
-            raise ValueError(
-                f"{self.name}: cannot use a model of backend {model.backend!r} (expected "
-                f"{self.name!r})"
-            )
-        if not isinstance(model.network, EpieState):
-            raise ValueError(
-                f"{self.name}: TrainedModel.network: expected an EpieState, found "
-                f"{type(model.network).__name__}"
-            )
-        return model.network
-
     # ------------------------------------------------------------------ train
 
     def train(self, data: TrainingData, config: TrainingConfig, *, hooks: Any) -> TrainedModel:
-        N = config.model.N
-        if data.N != N:
-            raise ValueError(f"{self.name}: training data has N={data.N}, config.model.N is {N}")
-        if data.groups.channels != config.model.channels:
-            raise ValueError(
-                f"{self.name}: training data has {data.groups.channels} patterns per group, "
-                f"gridsize {config.model.gridsize} needs {config.model.channels}"
-            )
         _check_config(self.name, config)
+        data.check_fits(config, self.name)
+        N = config.model.N
         train, validation = data.split(config.validation_split)
         hooks.ptycho_train_start(backend=self.name, config=config, n_groups=train.n_groups)
 
@@ -402,16 +383,15 @@ class EpieBackend:
     def infer(
         self, model: TrainedModel, data: GroupedData, config: InferenceConfig, *, hooks: Any
     ) -> np.ndarray:
-        state = self._check_model(model)
-        if data.N != model.N:
-            raise ValueError(
-                f"{self.name}: data has N={data.N}, the model was trained with N={model.N}"
-            )
-        if data.channels != model.config.model.channels:
-            raise ValueError(
-                f"{self.name}: data has {data.channels} patterns per group, the model's "
-                f"gridsize {model.gridsize} needs {model.config.model.channels}"
-            )
+        state = model.payload(self.name, EpieState)
+        model.check_groups(data)
+        config.require_single_device(self.name)
+        for field_name, allowed in (("precision", ("32",)), ("accelerator", ("auto", "cpu"))):
+            if getattr(config, field_name) not in allowed:
+                raise ValueError(
+                    f"{self.name}: InferenceConfig.{field_name}={getattr(config, field_name)!r} "
+                    f"is not supported; ePIE runs in single precision on the CPU"
+                )
         total = data.n_groups
         _, x, y, measured = _patterns(data)
         scan = engine.make_scan(x, y, data.N)
@@ -455,7 +435,7 @@ class EpieBackend:
     # ------------------------------------------------------------------ persistence
 
     def save(self, model: TrainedModel, path: str | os.PathLike[str]) -> None:
-        state = self._check_model(model)
+        state = model.payload(self.name, EpieState)
 
         def write_payload(folder: Path) -> None:
             with open(folder / PAYLOAD_FILE, "wb") as handle:

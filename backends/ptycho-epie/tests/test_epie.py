@@ -33,7 +33,7 @@ from ptycho_core.results import evaluate_stitched
 from ptycho_core.simulate import default_dataset
 from ptycho_core.stitching import stitch_patches
 from ptycho_core.testing import BackendHarness, check_backend, parametrize_with_checks
-from ptycho_core.workflows import prepare_training_data, reconstruct
+from ptycho_core.workflows import prepare_inference_data, prepare_training_data, reconstruct
 
 PTYCHO = shutil.which("ptycho", path=os.path.dirname(sys.executable)) or "ptycho"
 QUIET = make_plugin_manager(load_entry_points=False).hook
@@ -240,6 +240,25 @@ def test_fitted_gain_puts_the_bright_training_object_at_amplitude_one() -> None:
 def small_model() -> TrainedModel:
     config = TrainingConfig(backend="epie", nepochs=2, n_groups=None, batch_size=8)
     return _train(default_dataset("train", n_positions=24), config)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [({"precision": "bf16-mixed"}, "precision"), ({"accelerator": "gpu"}, "accelerator")],
+)
+def test_inference_settings_epie_cannot_honour_are_refused(
+    small_model: TrainedModel, changes: dict, field: str
+) -> None:
+    data = default_dataset("test", n_positions=8)
+    groups = prepare_inference_data(data, small_model, InferenceConfig(backend="epie"))
+    with pytest.raises(ValueError, match=f"InferenceConfig.{field}"):
+        EpieBackend().infer(
+            small_model, groups, InferenceConfig(backend="epie", **changes), hooks=QUIET
+        )
+    with pytest.raises(ValueError, match=r"infers on one device.*found 2"):
+        EpieBackend().infer(
+            small_model, groups, InferenceConfig(backend="epie", devices=2), hooks=QUIET
+        )
 
 
 def _bundle_with_payload(path: Path, model: TrainedModel, arrays: dict) -> Path:

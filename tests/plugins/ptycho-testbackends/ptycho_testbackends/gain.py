@@ -46,20 +46,25 @@ def _mse(c_abs: float, a_p: np.ndarray, data: TrainingData) -> float:
     return float(np.mean((s0 * c_abs * a_p[None, :, :, None] - s0 * x) ** 2))
 
 
+def constant_patches(
+    model: TrainedModel, data: GroupedData, config: InferenceConfig, hooks: Any
+) -> np.ndarray:
+    """The fitted constant as every patch, batch by batch with progress reports."""
+    out = np.empty((data.n_groups, data.N, data.N, 1), dtype=np.complex64)
+    for start in range(0, data.n_groups, config.batch_size):
+        stop = min(start + config.batch_size, data.n_groups)
+        out[start:stop] = np.complex64(model.network)
+        hooks.ptycho_infer_progress(done=stop, total=data.n_groups)
+    return out
+
+
 class NumpyGainBackend:
     """Fits a complex constant object to normalised diffraction amplitudes with numpy."""
 
     name = "numpy-gain"
 
     def train(self, data: TrainingData, config: TrainingConfig, *, hooks: Any) -> TrainedModel:
-        N = config.model.N
-        if data.N != N:
-            raise ValueError(f"{self.name}: training data has N={data.N}, config.model.N is {N}")
-        if data.groups.channels != config.model.channels:
-            raise ValueError(
-                f"{self.name}: training data has {data.groups.channels} patterns per group, "
-                f"gridsize {config.model.gridsize} needs {config.model.channels}"
-            )
+        data.check_fits(config, self.name)
         train, validation = data.split(config.validation_split)
         hooks.ptycho_train_start(backend=self.name, config=config, n_groups=train.n_groups)
         a_p = probe_amplitude(data.probe)
@@ -99,31 +104,12 @@ class NumpyGainBackend:
             extra={"object_constant": [float(c.real), float(c.imag)]},
         )
 
-    def _check_model(self, model: TrainedModel) -> None:
-        if model.backend != self.name:
-            raise ValueError(
-                f"{self.name}: cannot use a model trained by backend {model.backend!r}"
-            )
-
     def infer(
         self, model: TrainedModel, data: GroupedData, config: InferenceConfig, *, hooks: Any
     ) -> np.ndarray:
-        self._check_model(model)
-        if data.N != model.N:
-            raise ValueError(
-                f"{self.name}: data has N={data.N}, the model was trained with N={model.N}"
-            )
-        if data.channels != model.config.model.channels:
-            raise ValueError(
-                f"{self.name}: data has {data.channels} patterns per group, the model's "
-                f"gridsize {model.gridsize} needs {model.config.model.channels}"
-            )
-        out = np.empty((data.n_groups, data.N, data.N, 1), dtype=np.complex64)
-        for start in range(0, data.n_groups, config.batch_size):
-            stop = min(start + config.batch_size, data.n_groups)
-            out[start:stop] = np.complex64(model.network)
-            hooks.ptycho_infer_progress(done=stop, total=data.n_groups)
-        return out
+        model.payload(self.name, np.ndarray)
+        model.check_groups(data)
+        return constant_patches(model, data, config, hooks)
 
     def forward(
         self,
@@ -135,12 +121,12 @@ class NumpyGainBackend:
         accelerator: str = "auto",
     ) -> np.ndarray:
         """The optional bare forward of one batch (used by ``ptycho bench``)."""
-        self._check_model(model)
+        model.payload(self.name, np.ndarray)
         shape = (diffraction.shape[0], model.N, model.N, 1)
         return np.full(shape, np.complex64(model.network))
 
     def save(self, model: TrainedModel, path: str | os.PathLike[str]) -> None:
-        self._check_model(model)
+        model.payload(self.name, np.ndarray)
         weights = np.asarray(model.network, dtype=np.complex128)
 
         def write_payload(folder: Any) -> None:

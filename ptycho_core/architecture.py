@@ -1,0 +1,85 @@
+"""The PtychoPINN network as numbers: filter plans, reserved channels, parameter counts.
+
+Both framework backends build the same network layer for layer (model-and-physics.md §3);
+the numbers that define it live here once, free of any framework, so that the two builds
+cannot drift apart and a third implementation can read them off. Layer names and weight
+layouts are in ``specs/backend-protocol.md`` §8.1.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from ptycho_core.config import ACTIVATION_ALIASES, AMP_ACTIVATIONS, SUPPORTED_N, ModelConfig
+
+__all__ = [
+    "ACTIVATION_ALIASES",
+    "C_OUTER",
+    "GENERATOR_PARAMETERS",
+    "activation_name",
+    "check_buildable",
+    "decoder_filters",
+    "encoder_filters",
+    "outer_filters",
+]
+
+C_OUTER = 4
+"""Decoder channels reserved for path 2 (upstream TF's fixed value)."""
+
+GENERATOR_PARAMETERS: Mapping[tuple[int, int], int] = {
+    (64, 1): 2_331_772,
+    (64, 2): 2_340_208,
+    (128, 1): 4_661_212,
+    (128, 2): 4_667_056,
+    (256, 1): 12_912_268,
+    (256, 2): 12_916_816,
+}
+"""Trainable generator parameters by (N, gridsize) at ``n_filters_scale`` 2, default heads
+(model-and-physics.md §3); the output gain comes on top."""
+
+
+def _levels(N: int) -> int:
+    if N not in SUPPORTED_N:
+        raise ValueError(f"N: expected one of {', '.join(map(str, SUPPORTED_N))}, found {N!r}")
+    return int(math.log2(N // 8))
+
+
+def encoder_filters(N: int, n_filters_scale: int) -> list[int]:
+    """Filters of the ConvPool blocks: N=64 → 32n, 64n, 128n (one more halving block per doubling of N)."""
+    levels = _levels(N)
+    return [n_filters_scale * 128 // 2 ** (levels - 1 - i) for i in range(levels)]
+
+
+def decoder_filters(N: int, n_filters_scale: int) -> list[int]:
+    """Filters of the ConvUp blocks of each decoder base: N=64 → 64n, 32n; output at N/2."""
+    levels = _levels(N)
+    return [n_filters_scale * 32 * 2 ** (levels - 2 - i) for i in range(levels - 1)]
+
+
+def outer_filters(N: int, n_filters_scale: int) -> int:
+    """Filters of the path-2 / full-field ConvUp: n·2048/N (64 at N=64, n=2)."""
+    _levels(N)
+    return n_filters_scale * 2048 // N
+
+
+def activation_name(name: str) -> str:
+    """The canonical amplitude-activation name (aliases resolved); ``ValueError`` if unknown."""
+    key = ACTIVATION_ALIASES.get(name, name)
+    if key not in AMP_ACTIVATIONS:
+        known = ", ".join(sorted([*AMP_ACTIVATIONS, *ACTIVATION_ALIASES]))
+        raise ValueError(f"amp_activation: expected one of {known}, found {name!r}")
+    return key
+
+
+def check_buildable(config: ModelConfig) -> None:
+    """Refuse configs that validate field by field but describe no network.
+
+    A supervised model compares one generated patch per position with its target, so with
+    several positions per group the generator must predict each of them (``object_big``).
+    """
+    if config.model_type == "supervised" and config.gridsize > 1 and not config.object_big:
+        raise ValueError(
+            "ModelConfig.object_big: expected True for a 'supervised' model with gridsize > 1 "
+            "(the generator must predict one patch per position), found False"
+        )
