@@ -120,6 +120,7 @@ def group_positions(
     neighbor_count: int = 4,
     seed: int = 42,
     sequential: bool = False,
+    scan_index: np.ndarray | None = None,
 ) -> np.ndarray:
     """Indices (B, C) of ``C = gridsize²`` neighbouring positions per group.
 
@@ -129,6 +130,8 @@ def group_positions(
     For C > 1 each seed's ``neighbor_count`` (K) nearest other positions are found and
     C of them chosen at random without replacement; the seed itself joins its group
     only when fewer than C other positions exist. Channel order is the order drawn.
+    With ``scan_index`` (one integer per position) neighbours come from the seed's own
+    scan only: positions of different scans (objects) are never grouped together.
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
@@ -168,24 +171,58 @@ def group_positions(
     if C == 1:
         return seeds[:, None]
 
-    # K+1 nearest (the seed is normally the first); with duplicate positions the seed can be
-    # missing from its own list, then the farthest candidate is the one dropped.
-    k_query = min(K + 1, n)
-    points = np.column_stack([x, y])
-    from scipy.spatial import cKDTree  # deferred: `import ptycho_core` stays light
-
-    _, idx = cKDTree(points).query(points[seeds], k=k_query)
-    idx = np.asarray(idx, dtype=np.int64).reshape(n_seeds, k_query)
-    seed_last = np.argsort(idx == seeds[:, None], axis=1, kind="stable")
-    neighbours = np.take_along_axis(idx, seed_last, axis=1)[:, : k_query - 1]
+    scans = _scan_labels(scan_index, n)
+    per_scan = []
+    for scan in np.unique(scans[seeds]):
+        members = np.flatnonzero(scans == scan)
+        if members.size < C:
+            raise ValueError(
+                f"gridsize: groups of {C} positions need at least {C} in every scan, "
+                f"found {members.size} in scan {int(scan)}"
+            )
+        rows = np.flatnonzero(scans[seeds] == scan)
+        local = _nearest_others(x[members], y[members], np.searchsorted(members, seeds[rows]), K)
+        per_scan.append((rows, members[local]))
 
     # A random permutation per row (argsort of random keys), first C columns.
-    keys = rng.random(neighbours.shape)
-    order = np.argsort(keys, axis=1, kind="stable")[:, :C]
-    chosen = np.take_along_axis(neighbours, order, axis=1)
-    if chosen.shape[1] < C:  # only n == C positions exist: the seed completes its group
-        chosen = np.concatenate([seeds[:, None], chosen], axis=1)
-    return chosen.astype(np.int64, copy=False)
+    keys = rng.random((n_seeds, max(found.shape[1] for _, found in per_scan)))
+    chosen = np.empty((n_seeds, C), dtype=np.int64)
+    for rows, found in per_scan:
+        order = np.argsort(keys[rows, : found.shape[1]], axis=1, kind="stable")[:, :C]
+        picked = np.take_along_axis(found, order, axis=1)
+        if picked.shape[1] < C:  # the scan holds exactly C positions: the seed completes it
+            picked = np.concatenate([seeds[rows, None], picked], axis=1)
+        chosen[rows] = picked
+    return chosen
+
+
+def _scan_labels(scan_index: np.ndarray | None, n: int) -> np.ndarray:
+    """One scan label per position (all 0 when ``scan_index`` is None)."""
+    if scan_index is None:
+        return np.zeros(n, dtype=np.int64)
+    labels = np.asarray(scan_index)
+    if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"group_positions: scan_index must be ({n},) integers, found {labels.dtype} {labels.shape}"
+        )
+    return labels.astype(np.int64, copy=False)
+
+
+def _nearest_others(x: np.ndarray, y: np.ndarray, seeds: np.ndarray, K: int) -> np.ndarray:
+    """For each seed, the indices of its (up to) K nearest other positions, nearest first.
+
+    K+1 neighbours are queried (the seed is normally the first); with duplicate positions
+    the seed can be missing from its own list, then the farthest candidate is dropped.
+    """
+    from scipy.spatial import cKDTree  # deferred: `import ptycho_core` stays light
+
+    k_query = min(K + 1, x.shape[0])
+    _, idx = cKDTree(np.column_stack([x, y])).query(
+        np.column_stack([x[seeds], y[seeds]]), k=k_query
+    )
+    idx = np.asarray(idx, dtype=np.int64).reshape(seeds.shape[0], k_query)
+    seed_last = np.argsort(idx == seeds[:, None], axis=1, kind="stable")
+    return np.take_along_axis(idx, seed_last, axis=1)[:, : k_query - 1]
 
 
 def make_groups(
@@ -210,6 +247,7 @@ def make_groups(
         neighbor_count=neighbor_count,
         seed=seed,
         sequential=sequential,
+        scan_index=data.scan_index,
     )
     a = normalisation_factor(data.diffraction)
     # (B, C, N, N) gather → NHWC; float32 factor so numpy ≥ 2 keeps float32.

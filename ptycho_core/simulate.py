@@ -32,6 +32,7 @@ import scipy.fft
 
 from ptycho_core import physics
 from ptycho_core.config import (
+    Check,
     _ConfigMixin,
     _doc,
     _int_at_least,
@@ -43,6 +44,7 @@ from ptycho_core.data import PtychoData, validate
 from ptycho_core.geometry import extract_patches
 
 __all__ = [
+    "MAX_OBJECTS",
     "OBJECT_KINDS",
     "PHASE_KINDS",
     "PROBE_KINDS",
@@ -75,6 +77,16 @@ _SIZE_ROUNDING = 16
 _DEFAULT_TRAIN_POSITIONS = 512
 _DEFAULT_TEST_POSITIONS = 256
 _DEFAULT_STEP = 7.0  # px at N = 64: overlap ≈ 70 % for the ≈ 22-32 px focused probe
+MAX_OBJECTS = 64
+"""Most objects one simulated dataset may hold (bounds the mosaic's memory)."""
+
+
+def _int_in(low: int, high: int) -> Check:
+    def check(value: Any) -> str | None:
+        ok = isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+        return None if ok else f"an integer in [{low}, {high}]"
+
+    return check
 
 
 def _even_at_least_4(value: Any) -> str | None:
@@ -135,6 +147,11 @@ class SimulationConfig(_ConfigMixin):
         default=0.0,
     )
     nphotons: float = _doc("mean total photon counts per pattern", _positive_real, default=1e9)
+    n_objects: int = _doc(
+        "independent objects, each scanned alike, side by side in one objectGuess (N px apart)",
+        _int_in(1, MAX_OBJECTS),
+        default=1,
+    )
     seed: int = _doc("seed of every random draw", _int_at_least(0), default=0)
 
     def _validate_together(self) -> None:
@@ -310,16 +327,36 @@ def simulate(config: SimulationConfig) -> PtychoData:
     ``diffraction`` holds raw amplitudes ``sqrt(counts)`` (float32) whose mean total
     Σ diffraction² per pattern is ≈ ``nphotons``; ``probe`` is the probe used (not
     normalised); ``object`` the complex ground truth; positions as in :func:`scan_positions`.
+
+    With ``n_objects`` > 1 the objects (each drawn independently, each scanned with the
+    same scan) are placed left to right in one ``objectGuess``, N pixels apart, and
+    ``scan_index`` numbers them: one file holds a training set of many objects, and
+    grouping never mixes patterns of different objects. Object 0 is the object a
+    single-object config with the same seed gives.
     """
     if not isinstance(config, SimulationConfig):
         raise TypeError(f"simulate: expected a SimulationConfig, found {type(config).__name__}")
     object_seed, scan_seed, noise_seed = np.random.SeedSequence(config.seed).spawn(3)
-    obj = make_object(config, np.random.default_rng(object_seed))
+    object_rngs = [np.random.default_rng(object_seed)] + [
+        np.random.default_rng(child) for child in object_seed.spawn(config.n_objects - 1)
+    ]
+    scan_rng = np.random.default_rng(scan_seed)
     probe = make_probe(config)
-    x, y = scan_positions(config, np.random.default_rng(scan_seed))
-
-    patches = extract_patches(obj, x, y, config.N)
-    intensity = np.square(physics.diffraction_amplitude(patches, probe), dtype=np.float64)
+    size = config.resolved_object_size
+    pitch = size + config.N
+    mosaic = np.zeros((size, pitch * config.n_objects - config.N), dtype=np.complex64)
+    xs, ys, intensities = [], [], []
+    for index, rng in enumerate(object_rngs):
+        obj = make_object(config, rng)
+        x, y = scan_positions(config, scan_rng)
+        mosaic[:, index * pitch : index * pitch + size] = obj
+        patches = extract_patches(obj, x, y, config.N)
+        intensities.append(
+            np.square(physics.diffraction_amplitude(patches, probe), dtype=np.float64)
+        )
+        xs.append(x + index * pitch)
+        ys.append(y)
+    intensity = np.concatenate(intensities)
     scale = config.nphotons / float(intensity.sum(axis=(1, 2)).mean())
     intensity *= scale
     counts = np.random.default_rng(noise_seed).poisson(intensity)
@@ -328,11 +365,11 @@ def simulate(config: SimulationConfig) -> PtychoData:
     return validate(
         PtychoData(
             diffraction=amplitude,
-            xcoords=x,
-            ycoords=y,
+            xcoords=np.concatenate(xs),
+            ycoords=np.concatenate(ys),
             probe=probe,
-            object=obj,
-            scan_index=np.zeros(config.n_positions, dtype=np.int64),
+            object=mosaic,
+            scan_index=np.repeat(np.arange(config.n_objects, dtype=np.int64), config.n_positions),
             source=f"simulate(seed={config.seed}, object_kind={config.object_kind!r})",
         )
     )

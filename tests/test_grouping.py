@@ -281,3 +281,43 @@ def test_make_groups_is_deterministic_per_seed():
     np.testing.assert_array_equal(a.nn_indices, b.nn_indices)
     np.testing.assert_array_equal(a.diffraction, b.diffraction)
     assert not np.array_equal(a.nn_indices, c.nn_indices)
+
+
+@NUMERIC
+@given(
+    sizes=st.lists(st.integers(4, 25), min_size=2, max_size=4),
+    seed=st.integers(0, 2**31),
+)
+def test_groups_never_mix_scans(sizes, seed):
+    # Interleaved scans on the same coordinates: only scan_index keeps them apart.
+    rng = np.random.default_rng(seed)
+    n = sum(sizes)
+    x, y = rng.uniform(0, 50, n), rng.uniform(0, 50, n)
+    scan = rng.permutation(np.repeat(np.arange(len(sizes)), sizes))
+    g = group_positions(x, y, 2, neighbor_count=4, seed=seed, sequential=True, scan_index=scan)
+    assert g.shape == (n, 4)
+    assert np.all(scan[g] == scan[:, None])  # row b is seeded at position b
+    # ... and drawn from the seed's nearest neighbours within its own scan.
+    d = np.hypot(x[:, None] - x[None, :], y[:, None] - y[None, :])
+    d[scan[:, None] != scan[None, :]] = np.inf
+    np.fill_diagonal(d, np.inf)
+    kth = np.sort(d, axis=1)[:, 3]
+    for b in range(n):
+        assert b not in g[b] or sizes[scan[b]] == 4
+        others = [m for m in g[b] if m != b]
+        assert np.all(d[b, others] <= kth[b] + 1e-12)
+
+
+def test_a_scan_too_small_for_a_group_is_refused():
+    x = np.arange(10.0)
+    scan = np.array([0] * 7 + [1] * 3)
+    with pytest.raises(ValueError, match="at least 4 in every scan, found 3 in scan 1"):
+        group_positions(x, x, 2, neighbor_count=4, scan_index=scan)
+
+
+def test_one_scan_index_gives_the_groups_of_no_scan_index():
+    rng = np.random.default_rng(5)
+    x, y = rng.uniform(0, 80, 60), rng.uniform(0, 80, 60)
+    plain = group_positions(x, y, 2, neighbor_count=6, seed=9)
+    tagged = group_positions(x, y, 2, neighbor_count=6, seed=9, scan_index=np.zeros(60, int))
+    np.testing.assert_array_equal(plain, tagged)

@@ -325,3 +325,34 @@ def test_default_dataset_is_fast():
 def test_default_dataset_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         default_dataset(**kwargs)
+
+
+def test_several_objects_share_probe_and_scan_and_are_told_apart():
+    one = simulate(SMALL)
+    three = simulate(SMALL.replace(n_objects=3))
+    size = one.object.shape[0]
+    pitch = size + SMALL.N
+    assert three.object.shape == (size, 3 * pitch - SMALL.N)
+    np.testing.assert_array_equal(three.scan_index, np.repeat([0, 1, 2], SMALL.n_positions))
+    np.testing.assert_array_equal(three.probe, one.probe)
+    # Object 0 is the single-object config's object; the others are new draws.
+    np.testing.assert_array_equal(three.object[:, :size], one.object)
+    assert not np.allclose(three.object[:, pitch : pitch + size], one.object)
+    np.testing.assert_array_equal(three.object[:, size:pitch], 0)  # the gap between objects
+    for k in range(3):
+        rows = three.scan_index == k
+        np.testing.assert_allclose(three.xcoords[rows] - k * pitch, one.xcoords)
+        np.testing.assert_allclose(three.ycoords[rows], one.ycoords)
+    # Each pattern is the diffraction of its own object (noise-free comparison up to scale).
+    k = 2
+    rows = np.flatnonzero(three.scan_index == k)[:5]
+    patches = extract_patches(three.object, three.xcoords[rows], three.ycoords[rows], SMALL.N)
+    model = physics.diffraction_amplitude(patches, three.probe) ** 2
+    measured = three.diffraction[rows].astype(np.float64) ** 2
+    ratio = measured.sum() / model.sum()
+    assert np.corrcoef(measured.ravel(), ratio * model.ravel())[0, 1] > 0.99
+
+
+def test_too_many_objects_are_refused():
+    with pytest.raises(ValueError, match=r"SimulationConfig\.n_objects"):
+        SMALL.replace(n_objects=10_000)
