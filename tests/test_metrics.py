@@ -28,6 +28,7 @@ from ptycho_core.metrics import (
     register_shift,
     ssim,
 )
+from ptycho_core.simulate import default_dataset
 
 NUMERIC = settings(max_examples=25, deadline=None)
 SLOW_NUMERIC = settings(max_examples=8, deadline=None)
@@ -35,6 +36,7 @@ SLOW_NUMERIC = settings(max_examples=8, deadline=None)
 REQUIRED_KEYS = {
     "amplitude_ssim",
     "phase_ssim",
+    "phase_ssim_upstream",
     "amplitude_psnr",
     "phase_psnr",
     "frc_half_bit",
@@ -245,6 +247,7 @@ def test_evaluate_identical_is_perfect_and_json_safe():
     json.dumps(r, allow_nan=False)
     assert r["amplitude_ssim"] == pytest.approx(1.0, abs=1e-9)
     assert r["phase_ssim"] == pytest.approx(1.0, abs=1e-9)
+    assert r["phase_ssim_upstream"] == pytest.approx(1.0, abs=1e-9)
     assert r["amplitude_psnr"] == PSNR_CAP_DB and r["phase_psnr"] == PSNR_CAP_DB
     assert r["amplitude_mae"] < 1e-12 and r["phase_mae"] < 1e-12
     assert r["frc_half_bit"] == 2.0 and r["frc_1_7"] == 2.0
@@ -266,6 +269,7 @@ def test_evaluate_ignores_phase_offset_ramp_and_amplitude_scale(offset, gy, gx, 
     rec = scale * obj * np.exp(1j * (offset + 2 * np.pi * (gy * rr + gx * cc)))
     r = evaluate(rec, obj)
     assert r["amplitude_ssim"] > 1 - 1e-9 and r["phase_ssim"] > 1 - 1e-9
+    assert r["phase_ssim_upstream"] > 1 - 1e-9
     assert r["amplitude_mae"] < 1e-9 and r["phase_mae"] < 1e-9
     assert r["shift_px"] == 0.0
     assert r["amplitude_scale"] == pytest.approx(1 / scale, rel=1e-9)
@@ -281,6 +285,7 @@ def test_evaluate_ignores_a_sub_pixel_shift_of_a_smooth_object(dy, dx, seed):
     assert r["shift_px"] == pytest.approx(math.hypot(dy, dx), abs=0.07)
     # Fourier-shifting the non-periodic crop back leaves small edge errors only.
     assert r["amplitude_ssim"] > 0.98 and r["phase_ssim"] > 0.99
+    assert r["phase_ssim_upstream"] > 0.99
     assert r["phase_mae"] < 0.02
 
 
@@ -313,6 +318,7 @@ def test_degraded_reconstruction_scores_worse():
     for worse in (bad, blurred):
         assert worse["amplitude_ssim"] < good["amplitude_ssim"]
         assert worse["phase_ssim"] < good["phase_ssim"]
+        assert worse["phase_ssim_upstream"] < good["phase_ssim_upstream"]
         assert worse["amplitude_psnr"] < good["amplitude_psnr"]
         assert worse["phase_psnr"] < good["phase_psnr"]
         assert worse["amplitude_mae"] > good["amplitude_mae"]
@@ -328,6 +334,7 @@ def test_evaluate_uses_only_the_masked_region():
     rec = np.where(mask, obj * np.exp(0.7j), 0)  # uncovered pixels are 0, as stitched
     r = evaluate(rec, obj, mask=mask)
     assert r["amplitude_ssim"] > 1 - 1e-9 and r["phase_ssim"] > 1 - 1e-9
+    assert r["phase_ssim_upstream"] > 1 - 1e-9
     assert r["n_pixels"] == (59 - 2 * 2) * (69 - 2 * 2)  # minus the 2 px border
     rec_a, gt_c = align(rec, obj, mask)
     assert rec_a.shape == gt_c.shape == (55, 65)
@@ -351,6 +358,48 @@ def test_evaluate_of_a_phase_only_object_has_finite_amplitude_scores():
     assert all(math.isfinite(v) for v in r.values())
     assert r["amplitude_ssim"] == pytest.approx(1.0, abs=1e-6)
     assert r["phase_ssim"] == pytest.approx(1.0, abs=1e-9)
+    assert r["phase_ssim_upstream"] == pytest.approx(1.0, abs=1e-9)
+
+
+def test_phase_ssim_scores_a_flat_phase_low_where_upstreams_convention_does_not():
+    # The default test object's phase spans ≈ 1.5 rad: with data range 1 on (φ + π)/2π
+    # (upstream), a reconstruction without any phase still scores ≈ 0.85; with the
+    # object's own phase range as data range it scores near 0.
+    truth = default_dataset("test").object.astype(np.complex128)
+    flat = evaluate(np.abs(truth).astype(np.complex128), truth)
+    assert flat["phase_ssim_upstream"] > 0.8
+    assert flat["phase_ssim"] < 0.2
+    # Both conventions still rank a partial phase recovery above the flat phase.
+    half = evaluate(np.abs(truth) * np.exp(0.5j * np.angle(truth)), truth)
+    assert half["phase_ssim"] > flat["phase_ssim"] + 0.3
+    assert half["phase_ssim_upstream"] > flat["phase_ssim_upstream"]
+
+
+@NUMERIC
+@given(
+    h=st.integers(20, 40),
+    w=st.integers(20, 40),
+    phase_range=st.floats(0.05, 6.0),
+    noise=st.floats(0.0, 2.0),
+    seed=st.integers(0, 2**31),
+)
+def test_phase_ssim_is_skimage_ssim_of_the_aligned_phases(h, w, phase_range, noise, seed):
+    rng = np.random.default_rng(seed)
+    amplitude = rng.uniform(0.5, 1.0, (h, w))
+    phase = phase_range * rng.uniform(-0.5, 0.5, (h, w))
+    truth = amplitude * np.exp(1j * phase)
+    rec = amplitude * np.exp(1j * (phase + noise * rng.standard_normal((h, w))))
+    r = evaluate(rec, truth, max_shift=0.0)
+    rec_a, gt_c = align(rec, truth, max_shift=0.0)
+    phi_g = np.angle(gt_c)
+    phi_r = phi_g + np.angle(rec_a * np.conj(gt_c))  # unwrapped around the truth
+    R = float(phi_g.max() - phi_g.min())
+    want = structural_similarity(phi_r, phi_g, win_size=7, data_range=R)
+    assert r["phase_ssim"] == pytest.approx(want, rel=1e-9, abs=1e-12)
+    upstream = structural_similarity(
+        (phi_r + np.pi) / (2 * np.pi), (phi_g + np.pi) / (2 * np.pi), win_size=7, data_range=1.0
+    )
+    assert r["phase_ssim_upstream"] == pytest.approx(upstream, rel=1e-9, abs=1e-12)
 
 
 @pytest.mark.parametrize(

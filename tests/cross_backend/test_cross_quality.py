@@ -68,7 +68,13 @@ def test_training_clearly_beats_an_untrained_model(name: str, datasets, record_p
     for label, model in (("trained", trained), ("untrained", untrained)):
         result = reconstruct(model, test, inference, hooks=hooks, backend=backend)
         scores[label] = evaluate_stitched(result.stitched, test)
-        for metric in ("amplitude_ssim", "amplitude_psnr", "phase_ssim", "phase_psnr"):
+        for metric in (
+            "amplitude_ssim",
+            "amplitude_psnr",
+            "phase_ssim",
+            "phase_ssim_upstream",
+            "phase_psnr",
+        ):
             record_property(f"{name}_{label}_{metric}", round(scores[label][metric], 4))
     print(
         name,

@@ -153,7 +153,13 @@ def test_reconstruction_beats_an_untrained_model(run: Run, record_property) -> N
         for label, image in (("trained", run.trained), ("untrained", run.untrained))
     }
     for label, values in scores.items():
-        for metric in ("amplitude_ssim", "amplitude_psnr", "phase_ssim", "amplitude_mae"):
+        for metric in (
+            "amplitude_ssim",
+            "amplitude_psnr",
+            "phase_ssim",
+            "phase_ssim_upstream",
+            "amplitude_mae",
+        ):
             record_property(f"{label}_{metric}", round(values[metric], 4))
     for name, value in run.seconds.items():
         record_property(f"seconds_{name}", round(value, 1))
