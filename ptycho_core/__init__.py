@@ -22,11 +22,19 @@ from ptycho_core.errors import (
     BackendMismatchError,
     BackendUnavailableError,
     BundleError,
+    CapabilityError,
     DataContractError,
     PtychoError,
     UnknownBackendError,
 )
-from ptycho_core.protocol import BackendSpec, ReconstructionBackend, TrainedModel, TrainingData
+from ptycho_core.protocol import (
+    BackendSpec,
+    ReconstructionBackend,
+    SupportsInitialObject,
+    SupportsWarmStart,
+    TrainedModel,
+    TrainingData,
+)
 
 try:
     __version__ = version("ptycho")
@@ -41,11 +49,14 @@ __all__ = [
     "BackendSpec",
     "BackendUnavailableError",
     "BundleError",
+    "CapabilityError",
     "DataContractError",
     "InferenceConfig",
     "ModelConfig",
     "PtychoError",
     "ReconstructionBackend",
+    "SupportsInitialObject",
+    "SupportsWarmStart",
     "TrainedModel",
     "TrainingConfig",
     "TrainingData",

@@ -347,6 +347,11 @@ class InferenceConfig(_ConfigMixin):
         "'auto', 'cpu' or 'gpu'", _one_of(("auto", "cpu", "gpu")), default="auto"
     )
     devices: int | str = _doc("devices to run on, or 'auto'", _devices, default=1)
+    iterations: int | None = _doc(
+        "iterations of an iterative backend; None: the model's own count",
+        _optional(_int_at_least(1)),
+        default=None,
+    )
     model_path: str | None = _doc("bundle the model came from (provenance)", default=None)
     test_data_file: str | None = _doc("NPZ reconstructed (provenance)", default=None)
     output_dir: str | None = _doc("folder for outputs (provenance)", default=None)
@@ -360,6 +365,17 @@ class InferenceConfig(_ConfigMixin):
             raise ValueError(
                 f"InferenceConfig.devices: the {backend} backend infers on one device; "
                 f"expected 1 or 'auto', found {self.devices!r}"
+            )
+
+    def require_no_iterations(self, backend: str) -> None:
+        """Refuse ``iterations`` for a backend that does not iterate (a single pass).
+
+        The protocol forbids silently ignoring a setting, so such backends call this first.
+        """
+        if self.iterations is not None:
+            raise ValueError(
+                f"InferenceConfig.iterations: the {backend} backend reconstructs in one pass "
+                f"and has no iterations; expected None, found {self.iterations!r}"
             )
 
 

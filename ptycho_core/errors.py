@@ -14,6 +14,7 @@ __all__ = [
     "BackendMismatchError",
     "BackendUnavailableError",
     "BundleError",
+    "CapabilityError",
     "DataContractError",
     "PtychoError",
     "UnknownBackendError",
@@ -50,3 +51,10 @@ class BackendLoadError(PtychoError, RuntimeError):
 
 class BackendConflictError(PtychoError, RuntimeError):
     """Two installed distributions register the same backend name."""
+
+
+class CapabilityError(PtychoError, ValueError):
+    """The backend lacks an optional capability the request needs (specs/backend-protocol.md §9).
+
+    Raised instead of falling back silently (e.g. to training from scratch or to a flat start).
+    """

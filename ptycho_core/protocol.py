@@ -7,6 +7,13 @@ normalisation, stitching, metrics, the bundle manifest) is done once, here in co
 a backend only maps normalised diffraction to complex object patches and persists
 what it learned. ``specs/backend-protocol.md`` is the normative description.
 
+Two optional capabilities extend the four methods (specs/backend-protocol.md §9):
+:class:`SupportsWarmStart` (``train_from``: continue training a trained model, e.g. on
+the very scan it is about to reconstruct) and :class:`SupportsInitialObject`
+(``infer_from``: start an iterative solver from a given object, such as a network's
+reconstruction). Core checks them with ``isinstance`` and refuses a request a backend
+cannot serve instead of falling back silently.
+
 Backends are found through the ``ptycho.backends`` entry-point group. The entry point
 should resolve to a :class:`BackendSpec`: a cheap declaration of the modules the
 backend needs and where its implementation lives, so that listing and selecting
@@ -26,12 +33,15 @@ from ptycho_core.config import InferenceConfig, TrainingConfig
 from ptycho_core.errors import BackendMismatchError, DataContractError
 from ptycho_core.grouping import GroupedData
 from ptycho_core.hooks import HookRelay
+from ptycho_core.stitching import Stitched
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "PROTOCOL_METHODS",
     "BackendSpec",
     "ReconstructionBackend",
+    "SupportsInitialObject",
+    "SupportsWarmStart",
     "TrainedModel",
     "TrainingData",
 ]
@@ -193,6 +203,31 @@ class TrainedModel:
             )
         return self.network
 
+    def check_refinable(self, config: TrainingConfig, backend: str) -> None:
+        """Raise unless ``backend`` may continue training this model with ``config``.
+
+        What ``train_from`` must check before the first epoch: the model is this backend's
+        (:class:`~ptycho_core.errors.BackendMismatchError` otherwise) and ``config.model``
+        is the model's architecture (``ValueError`` naming the differing fields and both
+        values otherwise): a refinement changes weights, never the architecture.
+        """
+        if self.backend != backend:
+            raise BackendMismatchError(
+                f"model was trained by backend {self.backend!r}; backend {backend!r} cannot "
+                "continue training it"
+            )
+        if config.model != self.config.model:
+            mine, theirs = self.config.model.to_dict(), config.model.to_dict()
+            differences = ", ".join(
+                f"{name}: {theirs[name]!r} in the config, {mine[name]!r} in the model"
+                for name in mine
+                if mine[name] != theirs[name]
+            )
+            raise ValueError(
+                f"{backend}: TrainingConfig.model differs from the trained model's architecture "
+                f"({differences}); a refinement keeps the model's architecture"
+            )
+
     def check_groups(self, data: GroupedData) -> None:
         """Raise :class:`~ptycho_core.errors.DataContractError` unless ``data`` fits the model.
 
@@ -247,4 +282,51 @@ class ReconstructionBackend(Protocol):
     def load(self, path: str | os.PathLike[str]) -> TrainedModel:
         """Read a bundle written by this backend (via :func:`ptycho_core.bundle.read_bundle`);
         a bundle of another backend raises :class:`~ptycho_core.errors.BackendMismatchError`."""
+        ...
+
+
+@runtime_checkable
+class SupportsWarmStart(Protocol):
+    """Optional capability: continue training a trained model (specs/backend-protocol.md §9.1).
+
+    The physics loss needs no ground truth, so a trained network can be refined on the
+    very scan it is about to reconstruct.
+    """
+
+    def train_from(
+        self, model: TrainedModel, data: TrainingData, config: TrainingConfig, *, hooks: HookRelay
+    ) -> TrainedModel:
+        """Continue training ``model`` (weights, output gain, probe state) on ``data`` for
+        ``config.nepochs`` epochs with ``config``'s optimiser settings; return a new model and
+        leave ``model`` unchanged. ``config.model`` must equal ``model.config.model``
+        (``ValueError``); another backend's model raises ``BackendMismatchError``. Hooks are
+        called as in ``train``; deterministic for a given ``config.seed`` on the CPU."""
+        ...
+
+
+@runtime_checkable
+class SupportsInitialObject(Protocol):
+    """Optional capability: an iterative solver started from a given object
+    (specs/backend-protocol.md §9.2), e.g. a network's stitched reconstruction."""
+
+    def infer_from(
+        self,
+        model: TrainedModel,
+        data: GroupedData,
+        config: InferenceConfig,
+        initial_object: Stitched,
+        *,
+        hooks: HookRelay,
+    ) -> np.ndarray:
+        """As ``infer`` (complex64 (B, N, N, 1) patches at the group centres), starting
+        from ``initial_object`` instead of the backend's own flat start.
+
+        The object is in object pixels (``origin`` locates its image); its amplitude scale
+        and global phase are arbitrary, so the backend fits one scalar to the data before
+        iterating; pixels it does not cover get the backend's own flat start."""
+        ...
+
+    def model_from_probe(self, probe: np.ndarray, config: TrainingConfig) -> TrainedModel:
+        """A ready model without training: ``probe`` is the normalised P̃ (N, N) complex64
+        (e.g. a network model's ``probe``), ``config.nepochs`` the iteration count."""
         ...

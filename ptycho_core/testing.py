@@ -25,7 +25,10 @@ Each check is a named function taking a :class:`BackendHarness`; a broken rule r
 :class:`ConformanceError` (an ``AssertionError``) naming the rule, what was expected
 and what was found. A backend may declare ``capabilities`` (see
 :data:`KNOWN_CAPABILITIES`) so that checks of features it does not offer are skipped
-with a reason instead of failing.
+with a reason instead of failing. The optional protocols (warm start, initial object)
+are checked only for a backend that implements them (``isinstance`` against
+:class:`~ptycho_core.protocol.SupportsWarmStart` and
+:class:`~ptycho_core.protocol.SupportsInitialObject`).
 
 numpy only: pytest is imported lazily, inside the pytest-facing helpers.
 """
@@ -63,9 +66,16 @@ from ptycho_core.backend_selector import (
 from ptycho_core.bundle import FORMAT_NAME, FORMAT_VERSION, _json_value, read_manifest, write_bundle
 from ptycho_core.config import SUPPORTED_N, InferenceConfig, ModelConfig, TrainingConfig
 from ptycho_core.errors import BackendMismatchError, BundleError
+from ptycho_core.geometry import extract_patches
 from ptycho_core.grouping import GroupedData, make_groups
 from ptycho_core.hooks import hookimpl, make_plugin_manager
-from ptycho_core.protocol import TrainedModel, TrainingData
+from ptycho_core.protocol import (
+    SupportsInitialObject,
+    SupportsWarmStart,
+    TrainedModel,
+    TrainingData,
+)
+from ptycho_core.stitching import Stitched
 
 __all__ = [
     "CHECKS",
@@ -104,6 +114,19 @@ _INFER_BATCH = 10
 _VALIDATION_SPLIT = 0.25
 _SEED = 3
 _DETERMINISM_RTOL = 1e-4
+_METHOD_SECTIONS: Mapping[str, str] = {
+    "train": "§4.1",
+    "infer": "§4.2",
+    "save": "§4.3",
+    "load": "§4.4",
+    "train_from": "§9.1",
+    "infer_from": "§9.2",
+    "model_from_probe": "§9.2",
+}
+# The initial object of the initial-object checks: the true object cropped (so its origin
+# matters), rescaled and phase-shifted (scale and global phase are arbitrary, §9.2).
+_START_CROP = (5, 3)
+_START_FACTOR = 2.5 * np.exp(0.8j)
 
 
 # ----------------------------------------------------------------------------- errors
@@ -472,9 +495,7 @@ class BackendHarness:
                 expected,
                 f"{type(error).__name__}: {error}",
                 backend=self.name,
-                section={"train": "§4.1", "infer": "§4.2", "save": "§4.3", "load": "§4.4"}.get(
-                    method, ""
-                ),
+                section=_METHOD_SECTIONS.get(method, ""),
             ) from error
 
 
@@ -1189,6 +1210,248 @@ def check_forward(h: BackendHarness) -> None:
         raise _fail(h, me, "finite values", "NaN or inf")
 
 
+# ----------------------------------------------------------------------------- optional capabilities
+
+
+def _warm_start_backend(h: BackendHarness) -> Any:
+    if not isinstance(h.backend, SupportsWarmStart):
+        raise CheckSkipped("the backend has no optional 'train_from' (SupportsWarmStart, §9.1)")
+    return h.backend
+
+
+def _initial_object_backend(h: BackendHarness) -> Any:
+    if not isinstance(h.backend, SupportsInitialObject):
+        raise CheckSkipped(
+            "the backend has no optional 'infer_from' and 'model_from_probe' "
+            "(SupportsInitialObject, §9.2)"
+        )
+    return h.backend
+
+
+def _true_start(h: BackendHarness) -> Stitched:
+    """The true object as an initial object: cropped, with its origin, rescaled, turned."""
+    row, col = _START_CROP
+    image = _START_FACTOR * np.asarray(h.dataset.object, dtype=np.complex128)[row:, col:]
+    return Stitched(image=image, weight=np.ones(image.shape), origin=(row, col))
+
+
+def _patch_error(h: BackendHarness, groups: GroupedData, patches: np.ndarray) -> float:
+    """Relative squared error of patches against the true object's at the group centres,
+    over the central N/2 box, after removing one complex scale (scale and phase are free)."""
+    centres = groups.coords_offsets[:, 0, :, 0]
+    truth = extract_patches(h.dataset.object, centres[:, 0], centres[:, 1], h.N)
+    lo, hi = h.N // 4, 3 * h.N // 4
+    found = np.asarray(patches)[:, lo:hi, lo:hi, 0].astype(np.complex128).ravel()
+    expected = truth[:, lo:hi, lo:hi].astype(np.complex128).ravel()
+    power = float(np.vdot(found, found).real)
+    scale = np.vdot(found, expected) / power if power > 0 else 0.0
+    return float(np.sum(np.abs(scale * found - expected) ** 2) / np.sum(np.abs(expected) ** 2))
+
+
+@_check("warm-start", "§9.1")
+def check_warm_start(h: BackendHarness) -> None:
+    """For a backend with ``train_from``: continuing the trained model on its training data
+    returns a new TrainedModel of this backend with the given config, calls the hooks as
+    ``train`` does, starts from the trained state (its first epoch's loss is below the first
+    epoch's loss of training from scratch) and leaves the input model unchanged (history,
+    probe and ``infer`` output). Skipped without ``train_from``."""
+    me = check_warm_start
+    backend = _warm_start_backend(h)
+    model = h.model
+    output_before = np.asarray(h.inferred.result)
+    history_before = _history_lists(model.history)
+    probe_before = np.array(model.probe, copy=True)
+    config = h.training_config()
+    data = h.training_data(config)
+    recorder = HookRecorder()
+    refined = h.call(
+        "train_from",
+        lambda: backend.train_from(model, data, config, hooks=recorder.relay()),
+        "train_from(model, data, config, hooks=...) to return a TrainedModel",
+    )
+    if not isinstance(refined, TrainedModel) or refined is model:
+        raise _fail(
+            h, me, "a new TrainedModel", f"{type(refined).__name__} (the input: {refined is model})"
+        )
+    if refined.backend != h.name or refined.config != config:
+        raise _fail(
+            h,
+            me,
+            f"backend {h.name!r} and the given config",
+            f"{refined.backend!r}, {_short(refined.config)}",
+        )
+    train, _ = data.split(config.validation_split)
+    starts = recorder.named("train_start")
+    expected = {"backend": h.name, "config": config, "n_groups": train.n_groups}
+    if len(starts) != 1 or recorder.calls[0][0] != "train_start" or starts[0] != expected:
+        raise _fail(
+            h, me, "ptycho_train_start once, first, as in train", _short(recorder.calls[:1])
+        )
+    history = _history_lists(refined.history) or {}
+    ends = recorder.named("train_end")
+    epochs = [args["epoch"] for args in recorder.named("epoch_end")]
+    if (
+        not epochs
+        or epochs != list(range(len(epochs)))
+        or len(history.get("loss", [])) != len(epochs)
+        or len(ends) != 1
+        or recorder.calls[-1][0] != "train_end"
+        or not _same_history(ends[0]["history"], refined.history)
+    ):
+        raise _fail(
+            h,
+            me,
+            "ptycho_epoch_end once per epoch from 0 and ptycho_train_end last with the "
+            "returned history, as in train",
+            f"epochs {epochs}, history {_short(history)}",
+        )
+    fresh = (_history_lists(model.history) or {}).get("loss", [math.inf])
+    if not history["loss"][0] < fresh[0]:
+        raise _fail(
+            h,
+            me,
+            f"a first epoch's loss below {fresh[0]:.6g}, the first epoch's of training from "
+            "scratch (a warm start continues from the trained model)",
+            f"{history['loss'][0]:.6g}",
+        )
+    output_after = np.asarray(h.infer(model).result)
+    # infer's own determinism is another rule: allow the tolerance of train-deterministic
+    tolerance = _DETERMINISM_RTOL * float(np.max(np.abs(output_before), initial=1e-30))
+    if _history_lists(model.history) != history_before:
+        raise _fail(h, me, "the input model's history unchanged", _short(model.history))
+    if not np.array_equal(model.probe, probe_before):
+        raise _fail(h, me, "the input model's probe unchanged", "another probe")
+    if output_after.shape != output_before.shape or not np.allclose(
+        output_after, output_before, rtol=0, atol=tolerance
+    ):
+        raise _fail(
+            h, me, "the input model's infer output unchanged (its weights untouched)", "it changed"
+        )
+
+
+@_check("warm-start-rejects-mismatch", "§9.1")
+def check_warm_start_rejects_mismatch(h: BackendHarness) -> None:
+    """``train_from`` raises ValueError before the first epoch for a config of another
+    architecture (``model`` differs) and for a model of another backend. Skipped without
+    ``train_from``."""
+    me = check_warm_start_rejects_mismatch
+    backend = _warm_start_backend(h)
+    config = h.training_config()
+    data = h.training_data(config)
+    wider = config.model.n_filters_scale + 1
+    cases = [
+        (
+            h.model,
+            config.replace(model=config.model.replace(n_filters_scale=wider)),
+            f"train_from with config.model.n_filters_scale={wider} on a model of "
+            f"n_filters_scale {config.model.n_filters_scale}",
+        ),
+        (_foreign(h.model), config, f"train_from with a model of backend {FOREIGN_BACKEND!r}"),
+    ]
+    for model, bad_config, what in cases:
+        recorder = HookRecorder()
+        _expect_raises(
+            h,
+            me,
+            lambda model=model, bad_config=bad_config, recorder=recorder: backend.train_from(
+                model, data, bad_config, hooks=recorder.relay()
+            ),
+            ValueError,
+            what,
+        )
+        if recorder.named("epoch_end"):
+            raise _fail(
+                h, me, f"{what} to fail before the first epoch", "ptycho_epoch_end was called"
+            )
+
+
+@_check("infer-from", "§9.2")
+def check_infer_from(h: BackendHarness) -> None:
+    """For a backend with ``infer_from`` and ``model_from_probe``: ``model_from_probe`` gives
+    a model of this backend with the given probe; ``infer_from`` returns finite complex64
+    (B, N, N, 1) patches, reports progress up to B and leaves the initial object unchanged;
+    it uses the object: started from the true object (cropped, with an origin, rescaled and
+    phase-shifted) its patches are at least as close to the truth as those of ``infer`` (the
+    flat start) after the same iterations, and differ from them. Skipped without the
+    capability."""
+    me = check_infer_from
+    backend = _initial_object_backend(h)
+    config = h.training_config()
+    probe = h.training_data(config).probe
+    model = h.call(
+        "model_from_probe",
+        lambda: backend.model_from_probe(probe, config),
+        "model_from_probe(probe, config) to return a TrainedModel",
+    )
+    if not isinstance(model, TrainedModel) or model.backend != h.name:
+        raise _fail(
+            h,
+            me,
+            f"model_from_probe to return a TrainedModel of backend {h.name!r}",
+            f"{type(model).__name__} {getattr(model, 'backend', '')!r}",
+        )
+    if not np.array_equal(model.probe, probe):
+        raise _fail(h, me, "model_from_probe to keep the probe it was given", "another probe")
+    start = _true_start(h)
+    before = _fingerprint(start.image, start.weight, np.asarray(start.origin))
+    groups = h.groups()
+    recorder = HookRecorder()
+    out = h.call(
+        "infer_from",
+        lambda: backend.infer_from(
+            model, groups, h.inference_config(), start, hooks=recorder.relay()
+        ),
+        "infer_from(model, data, config, initial_object, hooks=...) to return patches",
+    )
+    shape = (groups.n_groups, h.N, h.N, 1)
+    if type(out) is not np.ndarray or out.dtype != np.complex64 or out.shape != shape:
+        raise _fail(
+            h,
+            me,
+            f"a complex64 numpy array of shape {shape}",
+            f"{type(out).__name__} {getattr(out, 'dtype', '?')} {getattr(out, 'shape', '?')}",
+        )
+    if not np.all(np.isfinite(out)):
+        raise _fail(h, me, "finite values", "NaN or inf")
+    done = [args["done"] for args in recorder.named("infer_progress")]
+    if not done or done[-1] != groups.n_groups:
+        raise _fail(h, me, f"ptycho_infer_progress ending at done={groups.n_groups}", f"{done}")
+    if _fingerprint(start.image, start.weight, np.asarray(start.origin)) != before:
+        raise _fail(h, me, "the initial object unchanged", "modified")
+    flat = np.asarray(h.infer(model, groups).result)
+    error_from, error_flat = _patch_error(h, groups, out), _patch_error(h, groups, flat)
+    if not error_from <= error_flat:
+        raise _fail(
+            h,
+            me,
+            f"patches started from the true object at least as close to it as the flat "
+            f"start's (relative error {error_flat:.4g})",
+            f"relative error {error_from:.4g}",
+        )
+    if np.array_equal(out, flat):
+        raise _fail(
+            h, me, "patches that differ from infer's (the initial object is used)", "identical"
+        )
+
+
+@_check("infer-from-rejects-foreign-model", "§9.2")
+def check_infer_from_rejects_foreign_model(h: BackendHarness) -> None:
+    """``infer_from`` raises ValueError for a model whose ``backend`` is another name.
+    Skipped without the capability."""
+    me = check_infer_from_rejects_foreign_model
+    backend = _initial_object_backend(h)
+    foreign = _foreign(h.model)
+    _expect_raises(
+        h,
+        me,
+        lambda: backend.infer_from(
+            foreign, h.groups(), h.inference_config(), _true_start(h), hooks=HookRecorder().relay()
+        ),
+        ValueError,
+        f"infer_from with a model of backend {FOREIGN_BACKEND!r}",
+    )
+
+
 CHECKS: tuple[Callable[[BackendHarness], None], ...] = (
     check_protocol,
     check_selection_imports,
@@ -1211,6 +1474,10 @@ CHECKS: tuple[Callable[[BackendHarness], None], ...] = (
     check_load_rejects_foreign_bundle,
     check_load_rejects_corrupt_bundle,
     check_forward,
+    check_warm_start,
+    check_warm_start_rejects_mismatch,
+    check_infer_from,
+    check_infer_from_rejects_foreign_model,
 )
 """Every check, in the order :func:`check_backend` runs them."""
 

@@ -4,6 +4,12 @@ Each workflow resolves its backend through :mod:`ptycho_core.backend_selector` *
 it reads any data, so a missing framework fails fast. Everything shared by all
 backends happens here, once: reading and validating the NPZ, grouping, the one
 normalisation, the probe normalisation, the intensity scale, and stitching.
+
+Two workflows use the optional backend capabilities (specs/backend-protocol.md §9):
+:func:`refine_model` fine-tunes a trained model on the data it is about to reconstruct,
+and :func:`reconstruct_hybrid` runs a network, then an iterative solver started from the
+network's object. A backend without the capability raises
+:class:`~ptycho_core.errors.CapabilityError`; nothing falls back silently.
 """
 
 from __future__ import annotations
@@ -19,16 +25,23 @@ import numpy as np
 
 from ptycho_core.backend_selector import select_backend
 from ptycho_core.bundle import load_bundle, save_bundle
-from ptycho_core.config import InferenceConfig, TrainingConfig
+from ptycho_core.config import InferenceConfig, ModelConfig, TrainingConfig
 from ptycho_core.data import PtychoData, load_npz
-from ptycho_core.errors import BackendMismatchError, DataContractError
+from ptycho_core.errors import BackendMismatchError, CapabilityError, DataContractError
 from ptycho_core.grouping import GroupedData, make_groups
 from ptycho_core.hooks import HookRelay, make_plugin_manager
 from ptycho_core.physics import normalize_probe
-from ptycho_core.protocol import ReconstructionBackend, TrainedModel, TrainingData
+from ptycho_core.protocol import (
+    ReconstructionBackend,
+    SupportsInitialObject,
+    SupportsWarmStart,
+    TrainedModel,
+    TrainingData,
+)
 from ptycho_core.stitching import Stitched, stitch_patches
 
 __all__ = [
+    "SOLVER_ITERATIONS",
     "Reconstruction",
     "intensity_scale",
     "load_inference_bundle",
@@ -36,6 +49,10 @@ __all__ = [
     "prepare_training_data",
     "reassemble_cdi_image",
     "reconstruct",
+    "reconstruct_hybrid",
+    "refine_model",
+    "refinement_config",
+    "require_capability",
     "run_cdi_example",
     "save_model",
     "summarize_history",
@@ -43,6 +60,15 @@ __all__ = [
 ]
 
 DatasetLike = PtychoData | str | os.PathLike[str]
+
+SOLVER_ITERATIONS = 50
+"""Iterations of a solver that :func:`reconstruct_hybrid` builds from a backend name, when
+no count is given (``TrainingConfig``'s default ``nepochs``)."""
+
+_CAPABILITIES: Mapping[type, tuple[str, str]] = {
+    SupportsWarmStart: ("refine a trained model", "train_from"),
+    SupportsInitialObject: ("start from an initial object", "infer_from and model_from_probe"),
+}
 
 
 @dataclass(frozen=True, eq=False, kw_only=True)
@@ -82,8 +108,29 @@ def _hooks_or_default(hooks: HookRelay | None) -> HookRelay:
     return make_plugin_manager().hook if hooks is None else hooks
 
 
-def prepare_training_data(data: PtychoData, config: TrainingConfig) -> TrainingData:
-    """Group, normalise and scale a dataset for ``backend.train``."""
+def require_capability(backend: ReconstructionBackend | str, capability: type) -> Any:
+    """``backend`` (selected first when given by name) if it implements ``capability``.
+
+    ``capability`` is :class:`~ptycho_core.protocol.SupportsWarmStart` or
+    :class:`~ptycho_core.protocol.SupportsInitialObject`; a backend without it raises
+    :class:`~ptycho_core.errors.CapabilityError` (e.g. ``backend epie cannot refine a
+    trained model (it has no train_from)``), so callers can check before any work is done.
+    """
+    what, methods = _CAPABILITIES[capability]
+    selected = select_backend(backend) if isinstance(backend, str) else backend
+    if not isinstance(selected, capability):
+        raise CapabilityError(f"backend {selected.name} cannot {what} (it has no {methods})")
+    return selected
+
+
+def prepare_training_data(
+    data: PtychoData, config: TrainingConfig, *, probe: np.ndarray | None = None
+) -> TrainingData:
+    """Group, normalise and scale a dataset for ``backend.train``.
+
+    ``probe`` replaces the dataset's probe by an already normalised P̃ (a refinement keeps
+    the probe its model was trained with: the network is tied to it).
+    """
     model = config.model
     if data.N != model.N:
         raise DataContractError(
@@ -105,7 +152,11 @@ def prepare_training_data(data: PtychoData, config: TrainingConfig) -> TrainingD
         )
     return TrainingData(
         groups=groups,
-        probe=normalize_probe(data.probe, model.probe_scale),
+        probe=(
+            normalize_probe(data.probe, model.probe_scale)
+            if probe is None
+            else np.asarray(probe, dtype=np.complex64)
+        ),
         intensity_scale=intensity_scale(config.nphotons, model.N),
     )
 
@@ -157,6 +208,43 @@ def train_cdi_model(
     return results
 
 
+def refinement_config(model: TrainedModel, epochs: int) -> TrainingConfig:
+    """The default settings of :func:`refine_model`: the model's training config for
+    ``epochs`` epochs on one group per position, without a validation split (every
+    pattern of the scan is to be fitted); early stopping as in training."""
+    return model.config.replace(nepochs=epochs, n_groups=None, validation_split=0.0)
+
+
+def refine_model(
+    model: TrainedModel,
+    data: DatasetLike,
+    *,
+    epochs: int,
+    config: TrainingConfig | None = None,
+    hooks: HookRelay | None = None,
+    backend: ReconstructionBackend | None = None,
+) -> TrainedModel:
+    """Continue training ``model`` on ``data``, the scan it is about to reconstruct.
+
+    The physics loss needs no ground truth, so the refined model fits this very scan.
+    ``config`` defaults to :func:`refinement_config`; ``epochs`` sets its ``nepochs``. The
+    data are grouped with the model's architecture and normalised as for training, with
+    the model's own probe (the network is tied to it) and s₀ from ``config.nphotons``
+    (default: the model's). Returns a new model; ``model`` is unchanged. A backend without
+    ``train_from`` raises :class:`~ptycho_core.errors.CapabilityError`, never a retraining
+    from scratch.
+    """
+    backend = require_capability(model.backend if backend is None else backend, SupportsWarmStart)
+    config = refinement_config(model, epochs) if config is None else config.replace(nepochs=epochs)
+    if config.backend != model.backend:
+        raise BackendMismatchError(
+            f"model was trained by backend '{model.backend}', but the refinement's "
+            f"TrainingConfig.backend is '{config.backend}'"
+        )
+    training = prepare_training_data(_as_dataset(data), config, probe=model.probe)
+    return backend.train_from(model, training, config, hooks=_hooks_or_default(hooks))
+
+
 def reconstruct(
     model: TrainedModel,
     data: DatasetLike,
@@ -164,12 +252,15 @@ def reconstruct(
     *,
     hooks: HookRelay | None = None,
     backend: ReconstructionBackend | None = None,
+    initial_object: Stitched | None = None,
 ) -> Reconstruction:
     """Predict object patches with ``model``'s backend and stitch them.
 
     The canvas is the ground-truth object's frame when the dataset has an
     ``objectGuess`` (so the result compares pixel for pixel), else the bounding box
     of the scan, with its origin recorded in :class:`~ptycho_core.stitching.Stitched`.
+    With ``initial_object`` the backend's ``infer_from`` starts from that object
+    (:class:`~ptycho_core.errors.CapabilityError` for a backend without it).
     """
     config = InferenceConfig(backend=model.backend) if config is None else config
     if config.backend != model.backend:
@@ -178,15 +269,70 @@ def reconstruct(
             f"is '{config.backend}'"
         )
     backend = select_backend(model.backend) if backend is None else backend
+    if initial_object is not None:
+        backend = require_capability(backend, SupportsInitialObject)
     dataset = _as_dataset(data)
     groups = prepare_inference_data(dataset, model, config)
-    patches = backend.infer(model, groups, config, hooks=_hooks_or_default(hooks))
+    hooks = _hooks_or_default(hooks)
+    if initial_object is None:
+        patches = backend.infer(model, groups, config, hooks=hooks)
+    else:
+        patches = backend.infer_from(model, groups, config, initial_object, hooks=hooks)
     centres = groups.coords_offsets[:, 0, :, 0]
     shape = None if dataset.object is None else dataset.object.shape
     stitched = stitch_patches(
         patches, centres[:, 0], centres[:, 1], M=config.stitch_size, shape=shape
     )
     return Reconstruction(stitched=stitched, backend=backend.name, n_groups=groups.n_groups)
+
+
+def reconstruct_hybrid(
+    model: TrainedModel,
+    data: DatasetLike,
+    then: str | TrainedModel,
+    *,
+    iterations: int | None = None,
+    config: InferenceConfig | None = None,
+    hooks: HookRelay | None = None,
+) -> tuple[Reconstruction, Reconstruction]:
+    """``model``'s reconstruction, then an iterative solver's started from it: ``(first, final)``.
+
+    A network gives a good object in one fast pass; a few solver iterations from it then
+    fit the data themselves. ``then`` is a backend name, whose ``model_from_probe`` builds
+    a solver for ``model``'s probe (``iterations``, default :data:`SOLVER_ITERATIONS`), or a
+    trained model of such a backend (``iterations`` overrides its own count). ``config``
+    drives the first pass; the second uses its grouping, seed and stitching. A solver
+    without ``infer_from`` raises :class:`~ptycho_core.errors.CapabilityError` before
+    anything runs.
+    """
+    name = then.backend if isinstance(then, TrainedModel) else then
+    solver = require_capability(name, SupportsInitialObject)
+    config = InferenceConfig(backend=model.backend) if config is None else config
+    dataset = _as_dataset(data)
+    first = reconstruct(model, dataset, config, hooks=hooks)
+    if isinstance(then, TrainedModel):
+        solver_model = then
+    else:
+        solver_config = TrainingConfig(
+            backend=name,
+            model=ModelConfig(N=model.N, probe_scale=model.config.model.probe_scale),
+            nepochs=SOLVER_ITERATIONS if iterations is None else iterations,
+            nphotons=model.config.nphotons,
+            seed=config.seed,
+        )
+        solver_model = solver.model_from_probe(model.probe, solver_config)
+    second = InferenceConfig(
+        backend=name,
+        n_groups=config.n_groups,
+        neighbor_count=config.neighbor_count,
+        seed=config.seed,
+        stitch_size=config.stitch_size,
+        iterations=iterations if isinstance(then, TrainedModel) else None,
+    )
+    final = reconstruct(
+        solver_model, dataset, second, hooks=hooks, backend=solver, initial_object=first.stitched
+    )
+    return first, final
 
 
 def reassemble_cdi_image(

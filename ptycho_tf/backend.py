@@ -46,23 +46,23 @@ class TensorFlowBackend:
         if config.backend != self.name:
             config = config.replace(backend=self.name)
         network, history = training.fit(data, config, hooks)
-        probe = (
-            network.probe()
-            if config.probe_trainable
-            else np.asarray(data.probe, dtype=np.complex64)
-        )
-        return TrainedModel(
-            backend=self.name,
-            config=config,
-            probe=probe,
-            intensity_scale=float(data.intensity_scale),
-            network=network,
-            history=history,
-            extra={
-                "output_gain": network.output_gain,
-                "parameters": network.trainable_parameters(),
-            },
-        )
+        return self._trained(network, history, data, config)
+
+    def train_from(
+        self, model: TrainedModel, data: TrainingData, config: TrainingConfig, *, hooks: HookRelay
+    ) -> TrainedModel:
+        """Continue training ``model`` (weights, output gain, probe) on ``data``: a new model.
+
+        The same Keras ``fit`` path as :meth:`train`, on a new network whose weights start
+        as the trained one's, so ``model`` is left unchanged; deterministic for a given
+        ``config.seed`` on the CPU.
+        """
+        initial = self._network(model)
+        if config.backend != self.name:
+            config = config.replace(backend=self.name)
+        model.check_refinable(config, self.name)
+        network, history = training.fit(data, config, hooks, initial=initial)
+        return self._trained(network, history, data, config)
 
     def infer(
         self, model: TrainedModel, data: GroupedData, config: InferenceConfig, *, hooks: HookRelay
@@ -71,6 +71,7 @@ class TensorFlowBackend:
         network = self._network(model)
         model.check_groups(data)
         config.require_single_device(self.name)
+        config.require_no_iterations(self.name)
         device = inference_device(config.accelerator)
         total = data.n_groups
         result = np.empty((total, model.N, model.N, 1), dtype=np.complex64)
@@ -142,3 +143,28 @@ class TensorFlowBackend:
 
     def _network(self, model: TrainedModel) -> PtychoPINN:
         return persistence.network_of(model)
+
+    def _trained(
+        self,
+        network: PtychoPINN,
+        history: dict[str, list[float]],
+        data: TrainingData,
+        config: TrainingConfig,
+    ) -> TrainedModel:
+        probe = (
+            network.probe()
+            if config.probe_trainable
+            else np.asarray(data.probe, dtype=np.complex64)
+        )
+        return TrainedModel(
+            backend=self.name,
+            config=config,
+            probe=probe,
+            intensity_scale=float(data.intensity_scale),
+            network=network,
+            history=history,
+            extra={
+                "output_gain": network.output_gain,
+                "parameters": network.trainable_parameters(),
+            },
+        )

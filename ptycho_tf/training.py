@@ -13,7 +13,9 @@ and TensorFlow's op determinism; the Python and numpy global generators and the
 op-determinism switch are restored afterwards. Several devices (``config.devices > 1``)
 train under ``tf.distribute.MirroredStrategy``. The returned network is always a fresh
 float32, single-device copy of the trained weights, so nothing of the training run
-(optimizer, strategy, bfloat16 policy, compiled step) outlives ``fit``.
+(optimizer, strategy, bfloat16 policy, compiled step) outlives ``fit``. A warm start
+(``fit(..., initial=network)``) runs the same path with the new network's weights set
+from a trained one first.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ __all__ = [
     "SupervisedLoss",
     "build_network",
     "copy_network",
+    "copy_weights",
     "fit",
     "make_callbacks",
     "make_dataset",
@@ -99,6 +102,18 @@ def copy_network(source: PtychoPINN, *, precision: str = "32") -> PtychoPINN:
     for target, value in zip(copy.weights, source.weights, strict=True):
         target.assign(np.asarray(value.numpy()))
     return copy
+
+
+def copy_weights(target: PtychoPINN, source: PtychoPINN, *, probe: bool = True) -> None:
+    """Set ``target``'s variables to ``source``'s, matched by neutral weight name.
+
+    By name, not by order: the two may differ in which variables are trainable. With
+    ``probe=False`` the probe keeps ``target``'s value (an input, when it is not trained).
+    """
+    values = source.named_weights()
+    for name, variable in target.named_weights().items():
+        if probe or not name.startswith("probe."):
+            variable.assign(np.asarray(values[name].numpy()))
 
 
 @keras.saving.register_keras_serializable(package="ptycho")
@@ -364,9 +379,17 @@ def make_callbacks(
 
 
 def fit(
-    data: TrainingData, config: TrainingConfig, hooks: HookRelay
+    data: TrainingData,
+    config: TrainingConfig,
+    hooks: HookRelay,
+    *,
+    initial: PtychoPINN | None = None,
 ) -> tuple[PtychoPINN, dict[str, list[float]]]:
-    """Train a new network on ``data``; returns a float32 single-device copy and the loss history."""
+    """Train a network on ``data``; returns a float32 single-device copy and the loss history.
+
+    A new network, or with ``initial`` (a warm start) one whose weights, output gain and
+    (when ``config`` trains it) probe start as ``initial``'s, which is left unchanged.
+    """
     data.check_fits(config, BACKEND_NAME)
     train_part, val_part = data.split(config.validation_split)
     strategy, device = _strategy(config)
@@ -382,6 +405,8 @@ def fit(
                 seed=config.seed,
                 precision=config.precision,
             )
+            if initial is not None:
+                copy_weights(network, initial, probe=config.probe_trainable)
             network.compile(
                 optimizer=keras.optimizers.Adam(
                     learning_rate=config.learning_rate,

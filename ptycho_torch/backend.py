@@ -78,19 +78,22 @@ class TorchBackend:
         if config.backend != self.name:
             config = config.replace(backend=self.name)
         network, history = training.fit(data, config, hooks)
-        probe = network.probe.detach().numpy().copy() if config.probe_trainable else data.probe
-        return TrainedModel(
-            backend=self.name,
-            config=config,
-            probe=np.asarray(probe, dtype=np.complex64),
-            intensity_scale=float(data.intensity_scale),
-            network=network,
-            history=history,
-            extra={
-                "output_gain": network.output_gain,
-                "parameters": persistence.trainable_parameters(network),
-            },
-        )
+        return self._trained(network, history, data, config)
+
+    def train_from(
+        self, model: TrainedModel, data: TrainingData, config: TrainingConfig, *, hooks: HookRelay
+    ) -> TrainedModel:
+        """Continue training ``model`` (weights, output gain, probe) on ``data``: a new model.
+
+        The same Lightning path as :meth:`train`, around a copy of the trained network, so
+        ``model`` is left unchanged; deterministic for a given ``config.seed`` on the CPU.
+        """
+        initial = self._network(model)
+        if config.backend != self.name:
+            config = config.replace(backend=self.name)
+        model.check_refinable(config, self.name)
+        network, history = training.fit(data, config, hooks, initial=initial)
+        return self._trained(network, history, data, config)
 
     def infer(
         self, model: TrainedModel, data: GroupedData, config: InferenceConfig, *, hooks: HookRelay
@@ -99,6 +102,7 @@ class TorchBackend:
         network = self._network(model)
         model.check_groups(data)
         config.require_single_device(self.name)
+        config.require_no_iterations(self.name)
         device = select_device(config.accelerator)
         total = data.n_groups
         result = np.empty((total, model.N, model.N, 1), dtype=np.complex64)
@@ -166,6 +170,27 @@ class TorchBackend:
 
     def _network(self, model: TrainedModel) -> PtychoPINN:
         return persistence.network_of(model)
+
+    def _trained(
+        self,
+        network: PtychoPINN,
+        history: dict[str, list[float]],
+        data: TrainingData,
+        config: TrainingConfig,
+    ) -> TrainedModel:
+        probe = network.probe.detach().numpy().copy() if config.probe_trainable else data.probe
+        return TrainedModel(
+            backend=self.name,
+            config=config,
+            probe=np.asarray(probe, dtype=np.complex64),
+            intensity_scale=float(data.intensity_scale),
+            network=network,
+            history=history,
+            extra={
+                "output_gain": network.output_gain,
+                "parameters": persistence.trainable_parameters(network),
+            },
+        )
 
     @staticmethod
     def _prepare(network: PtychoPINN, device: torch.device) -> None:

@@ -4,6 +4,8 @@ The LightningModule only wires the loss, the optimiser and the schedule
 (model-and-physics.md §6–§7, TF values): Adam, ReduceLROnPlateau on the validation loss,
 early stopping on the training loss. Lightning owns loops, devices, precision and DDP.
 Progress goes to the core hooks through :class:`HookCallback`, on global rank 0 only.
+A warm start (``fit(..., initial=network)``) trains a copy of a trained network through
+the same path instead of a fresh one.
 
 Batches are the core's NHWC arrays; ``permute(0, 3, 1, 2)`` turns them into NCHW-shaped,
 channels-last tensors without a copy.
@@ -45,6 +47,7 @@ __all__ = [
     "is_global_zero",
     "make_dataloader",
     "make_trainer",
+    "warm_start_network",
 ]
 
 BACKEND_NAME = "pytorch"
@@ -76,6 +79,29 @@ def build_network(
     return network.to(memory_format=torch.channels_last)
 
 
+def warm_start_network(
+    source: PtychoPINN, config: TrainingConfig, probe: np.ndarray, intensity_scale: float
+) -> PtychoPINN:
+    """A network built for ``config`` holding ``source``'s weights and output gain.
+
+    Built anew, so ``config``'s trainability of the gain and the probe holds and ``source``
+    is never touched. The probe is ``source``'s trained one when ``config`` trains the
+    probe, else the given ``probe`` (an input, as in training); s₀ is the given one.
+    """
+    network = build_network(
+        config.model,
+        probe,
+        intensity_scale,
+        intensity_scale_trainable=config.intensity_scale_trainable,
+        probe_trainable=config.probe_trainable,
+    )
+    state = dict(source.state_dict())
+    if not config.probe_trainable:
+        state["probe"] = network.probe
+    network.load_state_dict(state, strict=True)
+    return network
+
+
 def is_global_zero() -> bool:
     """True in the process that owns outputs (rank 0 of a DDP run, or a plain process)."""
     return int(getattr(rank_zero_only, "rank", 0)) == 0
@@ -86,7 +112,8 @@ class PtychoLightningModule(pl.LightningModule):
 
     Constructor arguments are plain values (``config`` is ``TrainingConfig.to_dict()``),
     saved with ``save_hyperparameters`` so a checkpoint rebuilds the module on its own;
-    the probe is a tensor of the network's state, not a hyperparameter.
+    the probe is a tensor of the network's state, not a hyperparameter. ``network``, when
+    given, is trained instead of a fresh one (a warm start: pass a copy, it is updated).
     """
 
     def __init__(
@@ -95,20 +122,23 @@ class PtychoLightningModule(pl.LightningModule):
         intensity_scale: float,
         probe: np.ndarray | None = None,
         has_validation: bool = True,
+        network: PtychoPINN | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["probe"])
+        self.save_hyperparameters(ignore=["probe", "network"])
         self.config = TrainingConfig.from_dict(config)
         model_config = self.config.model
         if probe is None:  # rebuilt from a checkpoint: the state dict brings the probe
             probe = np.zeros((model_config.N, model_config.N), dtype=np.complex64)
-        self.network = build_network(
-            model_config,
-            probe,
-            intensity_scale,
-            intensity_scale_trainable=self.config.intensity_scale_trainable,
-            probe_trainable=self.config.probe_trainable,
-        )
+        if network is None:
+            network = build_network(
+                model_config,
+                probe,
+                intensity_scale,
+                intensity_scale_trainable=self.config.intensity_scale_trainable,
+                probe_trainable=self.config.probe_trainable,
+            )
+        self.network = network
         self.intensity_scale = float(intensity_scale)
         self.has_validation = has_validation
 
@@ -329,9 +359,17 @@ def _quiet_and_restored() -> Iterator[None]:
 
 
 def fit(
-    data: TrainingData, config: TrainingConfig, hooks: HookRelay
+    data: TrainingData,
+    config: TrainingConfig,
+    hooks: HookRelay,
+    *,
+    initial: PtychoPINN | None = None,
 ) -> tuple[PtychoPINN, dict[str, list[float]]]:
-    """Train a new network on ``data``; returns it (on the CPU, eval mode) and its loss history."""
+    """Train a network on ``data``; returns it (on the CPU, eval mode) and its loss history.
+
+    A new network, or with ``initial`` (a warm start) a copy of that trained network
+    (:func:`warm_start_network`; ``initial`` itself is left unchanged).
+    """
     data.check_fits(config, BACKEND_NAME)
     train_part, val_part = data.split(config.validation_split)
     with _quiet_and_restored(), tempfile.TemporaryDirectory(prefix="ptycho-torch-") as root:
@@ -341,6 +379,11 @@ def fit(
             data.intensity_scale,
             probe=data.probe,
             has_validation=val_part is not None,
+            network=(
+                None
+                if initial is None
+                else warm_start_network(initial, config, data.probe, data.intensity_scale)
+            ),
         )
         callback = HookCallback(hooks, config, train_part.n_groups)
         trainer = make_trainer(config, [callback, early_stopping(config)], root)

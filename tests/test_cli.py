@@ -106,7 +106,13 @@ def test_train_infer_evaluate_round_trip(simulated: tuple[Path, Path], tmp_path:
     metrics = json.loads(
         run("evaluate", str(tmp_path / "recon" / "reconstruction.npz"), str(test), "--json").stdout
     )
-    for key in ("amplitude_ssim", "phase_ssim", "amplitude_psnr", "frc_half_bit"):
+    for key in (
+        "amplitude_ssim",
+        "phase_ssim",
+        "phase_ssim_upstream",
+        "amplitude_psnr",
+        "frc_half_bit",
+    ):
         assert key in metrics
     assert -1.0 <= metrics["amplitude_ssim"] <= 1.0
 
@@ -256,4 +262,135 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
     for name in ("train.npz", "test.npz", "model.ptycho", "reconstruction.npz", "metrics.json"):
         assert (out / name).is_file(), name
     assert (out / "demo.png").read_bytes()[:4] == b"\x89PNG"
-    assert set(json.loads((out / "metrics.json").read_text())) >= {"amplitude_ssim", "phase_ssim"}
+    assert set(json.loads((out / "metrics.json").read_text())) >= {
+        "amplitude_ssim",
+        "phase_ssim",
+        "phase_ssim_upstream",
+    }
+
+
+# ----------------------------------------------------------------------- optional capabilities
+
+
+@pytest.fixture(scope="module")
+def bundles(simulated: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Bundles of numpy-gain (has a warm start, no initial object) and direct-zero (neither)."""
+    folder = tmp_path_factory.mktemp("cli-bundles")
+    for backend in (TEST_BACKEND, "direct-zero"):
+        run(
+            "--quiet",
+            "train",
+            str(simulated[0]),
+            "--backend",
+            backend,
+            "--output-dir",
+            str(folder / backend),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+        )
+    return {backend: folder / backend / "model.ptycho" for backend in (TEST_BACKEND, "direct-zero")}
+
+
+def test_infer_then_starts_the_iterative_backend_from_the_first_result(
+    simulated: tuple[Path, Path], bundles: dict, tmp_path: Path
+) -> None:
+    out = tmp_path / "hybrid"
+    result = run(
+        "--quiet",
+        "infer",
+        str(bundles[TEST_BACKEND]),
+        str(simulated[1]),
+        "--output-dir",
+        str(out),
+        "--then",
+        "object-echo",
+    )
+    assert "with numpy-gain, then object-echo from that object" in result.stdout
+    with np.load(out / "initial" / "reconstruction.npz", allow_pickle=False) as first:
+        assert str(first["backend"]) == TEST_BACKEND
+        initial, weight = first["object"], first["weight"]
+    with np.load(out / "reconstruction.npz", allow_pickle=False) as final:
+        assert str(final["backend"]) == "object-echo"
+        image = final["object"]
+    # object-echo hands back the object it was given (its own start is the zero object)
+    covered = weight > 1 - 1e-6
+    assert covered.sum() > 1000 and np.all(np.abs(initial[covered]) > 0.1)
+    np.testing.assert_allclose(image[covered], initial[covered], rtol=1e-5)
+    assert (out / "amplitude.png").is_file() and (out / "phase.png").is_file()
+
+
+def test_infer_refines_on_the_data_then_reconstructs(
+    simulated: tuple[Path, Path], bundles: dict, tmp_path: Path
+) -> None:
+    from ptycho_core.workflows import load_inference_bundle
+
+    out = tmp_path / "refined"
+    result = run(
+        "--quiet",
+        "infer",
+        str(bundles[TEST_BACKEND]),
+        str(simulated[1]),
+        "--output-dir",
+        str(out),
+        "--refine-epochs",
+        "3",
+        "--nphotons",
+        "1e6",
+        "--then",
+        "object-echo",
+    )
+    lines = [line for line in result.stdout.splitlines() if line.startswith("refined")]
+    assert len(lines) == 1 and "for 3 epochs (final loss " in lines[0], result.stdout
+    refined, config = load_inference_bundle(out / "model-refined.ptycho")
+    original, _ = load_inference_bundle(bundles[TEST_BACKEND])
+    assert len(refined.history["loss"]) == 3 and config.n_groups is None
+    assert config.nphotons == 1e6 and config.validation_split == 0.0
+    assert complex(refined.network) != complex(original.network)
+    assert (out / "initial" / "reconstruction.npz").is_file()
+    with np.load(out / "reconstruction.npz", allow_pickle=False) as final:
+        assert str(final["backend"]) == "object-echo"
+
+
+def test_infer_refuses_what_a_backend_cannot_do_in_one_line(
+    simulated: tuple[Path, Path], bundles: dict, tmp_path: Path
+) -> None:
+    test = str(simulated[1])
+    zero, gain = str(bundles["direct-zero"]), str(bundles[TEST_BACKEND])
+    out = tmp_path / "refused"
+    assert_one_line_error(
+        run("infer", zero, test, "--output-dir", str(out), "--refine-epochs", "2", check=False),
+        "backend direct-zero cannot refine a trained model (it has no train_from)",
+    )
+    assert_one_line_error(
+        run("infer", gain, test, "--output-dir", str(out), "--then", TEST_BACKEND, check=False),
+        "backend numpy-gain cannot start from an initial object",
+    )
+    # checked before the refinement runs: nothing is written
+    assert_one_line_error(
+        run(
+            "infer",
+            gain,
+            test,
+            "--output-dir",
+            str(out),
+            "--refine-epochs",
+            "2",
+            "--then",
+            "direct-zero",
+            check=False,
+        ),
+        "backend direct-zero cannot start from an initial object",
+    )
+    assert not out.exists()
+    # a backend without iterations refuses --iterations rather than ignoring it
+    assert_one_line_error(
+        run("infer", gain, test, "--output-dir", str(out), "--iterations", "5", check=False),
+        "InferenceConfig.iterations",
+        "numpy-gain",
+    )
+    assert_one_line_error(
+        run("infer", gain, test, "--output-dir", str(out), "--nphotons", "1e6", check=False),
+        "--refine-epochs",
+    )

@@ -41,9 +41,10 @@ from ptycho_core.testing import (
 )
 
 try:
+    from ptycho_testbackends.echo import ObjectEchoBackend
     from ptycho_testbackends.gain import WEIGHTS_FILE, NumpyGainBackend, constant_patches
 except ImportError:  # the ptycho_test_distributions fixture fails every test with the fix
-    NumpyGainBackend = object  # type: ignore[assignment,misc]
+    NumpyGainBackend = ObjectEchoBackend = object  # type: ignore[assignment,misc]
     WEIGHTS_FILE = "weights.npz"
     constant_patches = None  # type: ignore[assignment]
 
@@ -66,12 +67,22 @@ def test_check_backend_report_for_numpy_gain(tmp_path: Path) -> None:
     assert isinstance(report, ConformanceReport)
     assert report.passed, str(report)
     assert [r.check for r in report.results] == [c.__name__ for c in CHECKS]
-    assert {r.status for r in report.results} == {"passed"}  # numpy-gain has 'forward' too
+    # numpy-gain has 'forward' and 'train_from', but no initial-object capability
+    assert [r.check for r in report.skipped] == [
+        "check_infer_from",
+        "check_infer_from_rejects_foreign_model",
+    ]
     report.raise_if_failed()  # nothing to raise
     assert (tmp_path / "model.ptycho").is_file()  # a given tmp_dir is kept
     text = str(report)
-    assert "21 passed, 0 failed, 0 skipped" in text
+    assert "23 passed, 0 failed, 2 skipped" in text
     assert json.loads(json.dumps(report.to_dict()))["passed"] is True
+
+
+def test_object_echo_passes_every_check_including_both_capabilities() -> None:
+    report = check_backend("object-echo")
+    assert report.passed, str(report)
+    assert {r.status for r in report.results} == {"passed"}
 
 
 def test_numpy_gain_passes_at_gridsize_2() -> None:
@@ -343,6 +354,50 @@ class ForwardWithoutChannelAxis(Gain):
         return super().forward(model, diffraction, coords)[..., 0]
 
 
+class RetrainsFromScratch(Gain):
+    """Checks its inputs, then silently trains a new model instead of continuing."""
+
+    name = "broken-warm-start"
+
+    def train_from(self, model: Any, data: Any, config: Any, *, hooks: Any) -> TrainedModel:
+        model.payload(self.name, np.ndarray)
+        model.check_refinable(config, self.name)
+        return self.train(data, config, hooks=hooks)
+
+
+class RefinesAnyArchitecture(Gain):
+    name = "broken-warm-start-mismatch"
+
+    def train_from(self, model: Any, data: Any, config: Any, *, hooks: Any) -> TrainedModel:
+        return self._fit(data, config, hooks, np.complex128(model.payload(self.name, np.ndarray)))
+
+
+class Echo(ObjectEchoBackend):
+    """object-echo under another name (not registered): the base of the broken ones."""
+
+    name = "echo-subclass"
+
+
+class IgnoresInitialObject(Echo):
+    name = "broken-infer-from"
+
+    def infer_from(
+        self, model: Any, data: Any, config: Any, initial_object: Any, *, hooks: Any
+    ) -> np.ndarray:
+        return self.infer(model, data, config, hooks=hooks)  # the flat start, silently
+
+
+class InfersFromForeignModels(Echo):
+    name = "broken-infer-from-foreign"
+
+    def infer_from(
+        self, model: Any, data: Any, config: Any, initial_object: Any, *, hooks: Any
+    ) -> np.ndarray:
+        return super().infer_from(
+            dataclasses.replace(model, backend=self.name), data, config, initial_object, hooks=hooks
+        )
+
+
 BROKEN = [
     (BadDescription, "check_protocol", ["'description' to be a str", "int"]),
     (MisspelledCapability, "check_protocol", ["capability names among", "'determinstic'"]),
@@ -366,6 +421,10 @@ BROKEN = [
     (LoadsAnyBackend, "check_load_rejects_foreign_bundle", ["BackendMismatchError", "BundleError"]),
     (LeaksZipErrors, "check_load_rejects_corrupt_bundle", ["to raise BundleError", "BadZipFile"]),
     (ForwardWithoutChannelAxis, "check_forward", ["shape (10, 64, 64, 1)", "(10, 64, 64)"]),
+    (RetrainsFromScratch, "check_warm_start", ["training from scratch"]),
+    (RefinesAnyArchitecture, "check_warm_start_rejects_mismatch", ["n_filters_scale=3"]),
+    (IgnoresInitialObject, "check_infer_from", ["differ from infer's", "identical"]),
+    (InfersFromForeignModels, "check_infer_from_rejects_foreign_model", ["to raise ValueError"]),
 ]
 
 
@@ -378,7 +437,14 @@ def test_every_rule_has_a_broken_backend() -> None:
 def test_the_base_of_the_broken_backends_passes() -> None:
     report = check_backend(Gain)
     assert report.passed, str(report)
-    assert [r.check for r in report.skipped] == ["check_selection_imports"]
+    assert [r.check for r in report.skipped] == [
+        "check_selection_imports",
+        "check_infer_from",
+        "check_infer_from_rejects_foreign_model",
+    ]
+    echo = check_backend(Echo)
+    assert echo.passed, str(echo)
+    assert [r.check for r in echo.skipped] == ["check_selection_imports"]
 
 
 @pytest.mark.parametrize(

@@ -8,10 +8,19 @@ import numpy as np
 import pytest
 
 from ptycho_core import workflows
+from ptycho_core.backend_selector import select_backend
 from ptycho_core.config import InferenceConfig, ModelConfig, TrainingConfig
-from ptycho_core.errors import BackendMismatchError, BackendUnavailableError, DataContractError
+from ptycho_core.errors import (
+    BackendMismatchError,
+    BackendUnavailableError,
+    CapabilityError,
+    DataContractError,
+)
+from ptycho_core.geometry import extract_patches
 from ptycho_core.hooks import hookimpl, make_plugin_manager
+from ptycho_core.physics import normalize_probe
 from ptycho_core.simulate import default_dataset
+from ptycho_core.stitching import Stitched, stitch_patches
 
 TEST_BACKEND = "numpy-gain"
 pytestmark = pytest.mark.usefixtures("ptycho_test_distributions")
@@ -110,3 +119,107 @@ def test_bundle_round_trip_and_backend_check(datasets, tmp_path: Path) -> None: 
     np.testing.assert_array_equal(p1, p2)
     with pytest.raises(BackendMismatchError, match="numpy-gain"):
         workflows.reassemble_cdi_image(test, model, InferenceConfig(backend="tensorflow"))
+
+
+# ----------------------------------------------------------------------- optional capabilities
+
+
+@pytest.fixture(scope="module")
+def gain_model(datasets):  # type: ignore[no-untyped-def]
+    config = TrainingConfig(backend=TEST_BACKEND, nepochs=2, batch_size=8, n_groups=32)
+    return workflows.train_cdi_model(datasets[0], None, config)["model"]
+
+
+def test_reconstruct_hands_the_initial_object_to_the_backend_unchanged(datasets) -> None:  # type: ignore[no-untyped-def]
+    test = datasets[1]
+    echo = select_backend("object-echo")
+    model = echo.model_from_probe(
+        normalize_probe(test.probe, 4.0), TrainingConfig(backend="object-echo")
+    )
+    rng = np.random.default_rng(5)
+    shape = (test.object.shape[0] - 7, test.object.shape[1] - 4)
+    image = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+    initial = Stitched(image=image, weight=np.ones(shape), origin=(7, 4))
+    result = workflows.reconstruct(
+        model, test, InferenceConfig(backend="object-echo"), backend=echo, initial_object=initial
+    )
+    assert len(echo.received) == 1 and echo.received[0] is initial  # the very object, once
+    # object-echo cuts the object it got into patches: the result is what cutting and
+    # stitching the initial image, placed through its origin in the objectGuess frame, gives
+    assert result.stitched.origin == (0, 0) and result.backend == "object-echo"
+    placed = np.zeros(test.object.shape, dtype=np.complex128)
+    placed[7:, 4:] = image
+    groups = workflows.prepare_inference_data(test, model, InferenceConfig(backend="object-echo"))
+    x, y = groups.coords_offsets[:, 0, 0, 0], groups.coords_offsets[:, 0, 1, 0]
+    reference = stitch_patches(extract_patches(placed, x, y, 64), x, y, shape=placed.shape)
+    assert result.stitched.covered.sum() > 1000
+    np.testing.assert_allclose(result.stitched.image, reference.image, atol=1e-5)
+
+
+def test_an_initial_object_for_a_backend_without_the_capability_is_refused(  # type: ignore[no-untyped-def]
+    gain_model, tmp_path: Path
+) -> None:
+    initial = Stitched(image=np.ones((8, 8)), weight=np.ones((8, 8)), origin=(0, 0))
+    # the data file does not exist: the refusal comes before any data is read
+    with pytest.raises(CapabilityError, match=r"^backend numpy-gain cannot start from an initial"):
+        workflows.reconstruct(gain_model, tmp_path / "absent.npz", initial_object=initial)
+
+
+def test_refine_model_continues_training_on_the_target_data(gain_model, datasets) -> None:  # type: ignore[no-untyped-def]
+    test = datasets[1]
+    constant = complex(gain_model.network)
+    recorder = Recorder()
+    hooks = make_plugin_manager(recorder, load_entry_points=False).hook
+    refined = workflows.refine_model(gain_model, test, epochs=3, hooks=hooks)
+    assert refined.config == workflows.refinement_config(gain_model, 3)
+    assert refined.config.n_groups is None and refined.config.validation_split == 0.0
+    assert [kind for kind, _ in recorder.events].count("epoch") == 3
+    assert len(refined.history["loss"]) == 3 and "val_loss" not in refined.history
+    np.testing.assert_array_equal(refined.probe, gain_model.probe)  # the model's own probe
+    assert refined.intensity_scale == gain_model.intensity_scale  # the model's nphotons
+    assert complex(gain_model.network) == constant  # the input model is unchanged
+    # refining continues from the model: it fits the target better than training from
+    # scratch for as many epochs
+    fresh = workflows.train_cdi_model(test, None, refined.config)["model"]
+    assert refined.history["loss"][-1] < fresh.history["loss"][-1]
+    # the photon count sets the intensity scale
+    brighter = workflows.refine_model(
+        gain_model,
+        test,
+        epochs=1,
+        config=workflows.refinement_config(gain_model, 1).replace(nphotons=1e6),
+    )
+    assert brighter.intensity_scale == pytest.approx(1e3 / 32)
+
+
+def test_refine_model_without_warm_start_is_refused(datasets, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    config = TrainingConfig(backend="direct-zero", nepochs=1, n_groups=16)
+    model = workflows.train_cdi_model(datasets[0], None, config)["model"]
+    with pytest.raises(CapabilityError) as caught:
+        workflows.refine_model(model, tmp_path / "absent.npz", epochs=2)
+    assert str(caught.value) == (
+        "backend direct-zero cannot refine a trained model (it has no train_from)"
+    )
+
+
+def test_reconstruct_hybrid_starts_the_solver_from_the_first_result(gain_model, datasets) -> None:  # type: ignore[no-untyped-def]
+    test = datasets[1]
+    first, final = workflows.reconstruct_hybrid(gain_model, test, "object-echo")
+    assert (first.backend, final.backend) == (TEST_BACKEND, "object-echo")
+    assert final.n_groups == first.n_groups == test.n_positions
+    covered = first.stitched.covered_above(1 - 1e-6)
+    np.testing.assert_allclose(
+        final.stitched.image[covered], first.stitched.image[covered], rtol=1e-5
+    )
+    # a trained model of the solver's backend works as well
+    echo_model = select_backend("object-echo").model_from_probe(
+        gain_model.probe, TrainingConfig(backend="object-echo")
+    )
+    _, again = workflows.reconstruct_hybrid(gain_model, test, echo_model)
+    np.testing.assert_array_equal(again.stitched.image, final.stitched.image)
+    # a backend without infer_from is refused before the first pass runs
+    recorder = Recorder()
+    hooks = make_plugin_manager(recorder, load_entry_points=False).hook
+    with pytest.raises(CapabilityError, match="backend numpy-gain cannot start from"):
+        workflows.reconstruct_hybrid(gain_model, test, TEST_BACKEND, hooks=hooks)
+    assert recorder.events == []

@@ -25,6 +25,7 @@ __all__ = ["build_parser", "main"]
 
 EXIT_USER_ERROR = 2
 BUNDLE_NAME = "model.ptycho"
+REFINED_BUNDLE_NAME = "model-refined.ptycho"
 
 
 def _json_safe(value: Any) -> Any:
@@ -51,6 +52,17 @@ def _progress(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 def _devices(text: str) -> int | str:
     return text if text == "auto" else int(text)
+
+
+def _at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, found {value}")
+        return value
+
+    parse.__name__ = "int"  # argparse names the type in its messages
+    return parse
 
 
 # -- commands -------------------------------------------------------------------------
@@ -151,11 +163,31 @@ def _is_primary_process() -> bool:
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
+    from ptycho_core.bundle import BUNDLE_EXTENSION
     from ptycho_core.cli.figures import save_image
+    from ptycho_core.protocol import SupportsInitialObject, SupportsWarmStart
     from ptycho_core.results import save_reconstruction
-    from ptycho_core.workflows import load_inference_bundle, reconstruct
+    from ptycho_core.workflows import (
+        load_inference_bundle,
+        reconstruct,
+        reconstruct_hybrid,
+        require_capability,
+    )
 
+    if args.nphotons is not None and not args.refine_epochs:
+        raise ValueError("--nphotons sets the photons of a refinement; give --refine-epochs K > 0")
     model, _ = load_inference_bundle(args.bundle, backend=args.backend)
+    then = None
+    if args.then is not None:  # checked first: a refinement must not run for nothing
+        is_bundle = args.then.endswith(BUNDLE_EXTENSION)
+        then = load_inference_bundle(args.then)[0] if is_bundle else args.then
+        require_capability(then if isinstance(then, str) else then.backend, SupportsInitialObject)
+    if args.refine_epochs:
+        require_capability(model.backend, SupportsWarmStart)
+    hooks = _progress(args)
+    output = Path(args.output_dir)
+    if args.refine_epochs:
+        model = _refine(args, model, output, hooks)
     changes = {
         key: value
         for key, value in {
@@ -165,6 +197,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
             "precision": args.precision,
             "accelerator": args.accelerator,
             "devices": args.devices,
+            "iterations": args.iterations if then is None else None,
         }.items()
         if value is not None
     }
@@ -175,16 +208,42 @@ def cmd_infer(args: argparse.Namespace) -> int:
         output_dir=str(args.output_dir),
         **changes,
     )
-    result = reconstruct(model, args.data, config, hooks=_progress(args))
-    output = Path(args.output_dir)
+    if then is None:
+        result = reconstruct(model, args.data, config, hooks=hooks)
+        how = result.backend
+    else:
+        first, result = reconstruct_hybrid(
+            model, args.data, then, iterations=args.iterations, config=config, hooks=hooks
+        )
+        initial = output / "initial" / "reconstruction.npz"
+        save_reconstruction(first.stitched, initial, backend=first.backend)
+        how = f"{first.backend}, then {result.backend} from that object ({initial})"
     save_reconstruction(result.stitched, output / "reconstruction.npz", backend=result.backend)
     save_image(result.amplitude, output / "amplitude.png", title="amplitude", cmap="gray")
     save_image(result.phase, output / "phase.png", title="phase", cmap="twilight")
     print(
-        f"reconstructed {result.n_groups} groups with {result.backend}; wrote "
+        f"reconstructed {result.n_groups} groups with {how}; wrote "
         f"{output / 'reconstruction.npz'}, amplitude.png, phase.png"
     )
     return 0
+
+
+def _refine(args: argparse.Namespace, model: Any, output: Path, hooks: Any) -> Any:
+    """``ptycho infer --refine-epochs``: refine on the data, save and report the new model."""
+    from ptycho_core.workflows import refine_model, refinement_config, save_model
+
+    config = refinement_config(model, args.refine_epochs)
+    if args.nphotons is not None:
+        config = config.replace(nphotons=args.nphotons)
+    refined = refine_model(model, args.data, epochs=args.refine_epochs, config=config, hooks=hooks)
+    bundle = save_model(refined, output / REFINED_BUNDLE_NAME)
+    losses = refined.history.get("loss", [])
+    final = f"final loss {float(losses[-1]):.4g}" if len(losses) else "no loss reported"
+    print(
+        f"refined the {refined.backend} model on {args.data} for {len(losses)} epochs "
+        f"({final}); wrote {bundle}"
+    )
+    return refined
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -328,6 +387,27 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--output-dir", type=Path, required=True, help="where outputs go")
     infer.add_argument("--backend", help="require this backend (default: the bundle's)")
     infer.add_argument("--stitch-size", type=int, help="central crop M used for stitching")
+    infer.add_argument(
+        "--refine-epochs",
+        type=_at_least(0),
+        default=0,
+        metavar="K",
+        help="first refine the model on DATA for K epochs (self-supervised; 0: no refinement)",
+    )
+    infer.add_argument(
+        "--nphotons", type=float, help="photons per pattern of DATA for the refinement"
+    )
+    infer.add_argument(
+        "--then",
+        metavar="NAME_OR_BUNDLE",
+        help="then run this iterative backend (a name, or a .ptycho bundle) from the result",
+    )
+    infer.add_argument(
+        "--iterations",
+        type=_at_least(1),
+        metavar="N",
+        help="iterations of the iterative backend (default: the model's own, 50 for --then NAME)",
+    )
     _add_runtime_options(infer)
     infer.set_defaults(run=cmd_infer)
 

@@ -10,6 +10,7 @@ flow with PyTorch for the quality.
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import subprocess
 import sys
@@ -26,9 +27,19 @@ from helpers_ptychodus import (
 )
 from ptychodus.api.io import load_product
 
-from ptycho_core.bundle import read_bundle, read_manifest
+from ptycho_core.bundle import load_bundle, read_bundle, read_manifest
 from ptycho_core.data import load_npz
-from ptycho_core.errors import BackendMismatchError, BackendUnavailableError, DataContractError
+from ptycho_core.errors import (
+    BackendMismatchError,
+    BackendUnavailableError,
+    CapabilityError,
+    DataContractError,
+)
+from ptycho_core.integrations.ptychodus.mapping import (
+    map_reconstruct_input,
+    mean_photons_per_pattern,
+)
+from ptycho_core.workflows import refine_model, refinement_config
 
 pytestmark = pytest.mark.usefixtures("ptycho_test_distributions")
 
@@ -160,6 +171,48 @@ def test_in_process_and_subprocess_runs_agree(gain_core, tmp_path, small_test) -
         output = test_product.reconstruct_local(algorithm="ptycho_pinn", block=True)
         results[in_subprocess] = output.get_product().object_.get_layer(0)
     np.testing.assert_array_equal(results[True], results[False])
+
+
+def test_refine_epochs_refine_the_model_on_the_data_before_reconstructing(
+    gain_core, tmp_path, small_test, captured
+) -> None:
+    core, product = gain_core
+    bundle = _train(core, product, tmp_path / "run")
+    gain = _gain_of(bundle)
+    test_product = load_into(core, tmp_path / "in", to_ptychodus(small_test), "test")
+    parameters = core.processing_core.processing_api.get_reconstruct_input(
+        product_index=test_product.get_product_index()
+    )
+    set_settings(core, RefineEpochs=3)
+    layer = test_product.reconstruct_local(algorithm="ptycho_pinn", block=True)
+    layer = layer.get_product().object_.get_layer(0)
+    # the same refinement through ptycho's workflow, on the data as the adapter maps them
+    mapped = map_reconstruct_input(parameters).data
+    config = refinement_config(load_bundle(bundle), 3).replace(
+        nphotons=mean_photons_per_pattern(mapped.diffraction)
+    )
+    expected = refine_model(load_bundle(bundle), mapped, epochs=3, config=config)
+    covered = layer != 1
+    np.testing.assert_allclose(layer[covered], complex(expected.network), rtol=1e-5)
+    assert abs(complex(expected.network) - gain) > 1e-3 * abs(gain)  # the test can fail
+    assert "refinement epoch 3/3" in captured.text(logging.INFO)
+    # the loaded model itself was not changed
+    set_settings(core, RefineEpochs=0)
+    again = test_product.reconstruct_local(algorithm="ptycho_pinn", block=True)
+    np.testing.assert_allclose(again.get_product().object_.get_layer(0)[covered], gain, rtol=1e-5)
+
+
+def test_refine_epochs_with_a_backend_without_warm_start_is_refused(
+    model_core, tmp_path, small_train, captured
+) -> None:
+    core = model_core()
+    set_settings(core, Backend="direct-zero", NumEpochs=1, RefineEpochs=2)
+    product = load_into(core, tmp_path / "in", to_ptychodus(small_train), "train")
+    _train(core, product, tmp_path / "run")
+    message = "backend direct-zero cannot refine a trained model (it has no train_from)"
+    with pytest.raises(CapabilityError, match=re.escape(message)):
+        product.reconstruct_local(algorithm="ptycho_pinn", block=True)
+    assert f"reconstruct: {message}" in captured.text(logging.ERROR)
 
 
 def test_another_backends_bundle_is_refused_and_ptychodus_carries_on(

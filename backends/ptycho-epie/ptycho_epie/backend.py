@@ -16,10 +16,17 @@ dataset to the next:
   stopping on the training loss ended it), and the minibatch (patterns updated
   together: the training ``batch_size``).
 
-``infer`` runs that many rPIE iterations on the diffraction data it is given, with the
-fitted probe, scale and step sizes fixed, and returns the reconstructed object at the
-group centres. There is no network, so there is no ``forward`` method and
-``ptycho bench`` reports null forward figures.
+``infer`` runs that many rPIE iterations (or ``InferenceConfig.iterations``) on the
+diffraction data it is given, with the fitted probe, scale and step sizes fixed, and
+returns the reconstructed object at the group centres. There is no network, so there is
+no ``forward`` method and ``ptycho bench`` reports null forward figures.
+
+ptycho's optional initial-object capability (specs/backend-protocol.md §9.2):
+``infer_from`` runs the same iterations from a given object (e.g. a network's stitched
+reconstruction) placed on the scan's canvas, scaled to the data by least squares and
+completed with the flat start where it does not cover; ``model_from_probe`` builds a
+model for a probe without training (:data:`DEFAULT_STEP`, gain 1), so a network bundle
+can hand over to ePIE with no ePIE bundle.
 """
 
 from __future__ import annotations
@@ -43,15 +50,24 @@ from ptycho_core.errors import BundleError
 from ptycho_core.grouping import GroupedData
 from ptycho_core.physics import probe_disk_mask
 from ptycho_core.protocol import TrainedModel, TrainingData
+from ptycho_core.stitching import Stitched
 from ptycho_epie import __version__, engine
 
-__all__ = ["BETA", "PAYLOAD_FILE", "STEP_GRID", "EpieBackend", "EpieState"]
+__all__ = ["BETA", "DEFAULT_STEP", "PAYLOAD_FILE", "STEP_GRID", "EpieBackend", "EpieState"]
 
 STEP_GRID: tuple[tuple[float, float], ...] = tuple(
     (alpha, momentum) for alpha in (0.02, 0.1, 0.5) for momentum in (0.0, 0.5)
 )
 """Candidate (rPIE regularisation alpha, object momentum) pairs; train keeps the pair with
 the lowest training Fourier error after a pilot run of each."""
+DEFAULT_STEP: tuple[float, float] = (0.02, 0.0)
+"""(alpha, momentum) of a model built by ``model_from_probe`` (no training to pick a pair):
+the pair of :data:`STEP_GRID` whose error after 5 and 20–30 iterations, from the flat start
+and from a blurred, noisy, rescaled true object, at 1e4, 1e5 and 1e9 photons per pattern,
+was never more than 3.7× that of the best pair for the case (README)."""
+COVERED_FRACTION = 0.99
+"""``infer_from`` fits the object's scale on the patterns whose probe intensity the initial
+object covers at least this much."""
 BETA = 1.0
 """rPIE probe step (fixed; the probe update is normalised by the object's intensity)."""
 PILOT_ITERATIONS = 6
@@ -68,6 +84,7 @@ PAYLOAD_FILE = "epie.npz"
 PAYLOAD_VERSION = 1
 # Cache the shifted probes when they take at most this many complex64 values (128 MiB).
 _CACHE_VALUES = 2**24
+_CHUNK = 256  # windows handled at once where all of them would not fit in memory
 
 # Settings with no meaning for an iterative solver: refused unless left at their default.
 _UNUSED_TRAINING = (
@@ -185,12 +202,72 @@ def _loss(losses: engine.Losses, config: TrainingConfig) -> float:
 
 def _well_lit(scan: engine.Scan, probe: np.ndarray, index: np.ndarray) -> np.ndarray:
     """Boolean canvas mask of pixels whose summed probe intensity is ≥ WELL_LIT · max."""
-    flat = scan.flat_indices(index)
-    weights = np.broadcast_to(np.abs(probe) ** 2, flat.shape)
-    illumination = np.bincount(
-        flat.ravel(), weights=weights.ravel(), minlength=scan.shape[0] * scan.shape[1]
-    )
-    return (illumination >= WELL_LIT * illumination.max()).reshape(scan.shape)
+    illumination = engine.illumination(scan, probe, index)
+    return illumination >= WELL_LIT * illumination.max()
+
+
+def _on_canvas(initial: Stitched, scan: engine.Scan) -> tuple[np.ndarray, np.ndarray]:
+    """``initial``'s covered pixels and coverage on the scan's canvas (0 / False elsewhere).
+
+    Both frames are in object pixels with integer origins, so this is a copy of the
+    overlapping block.
+    """
+    image = np.asarray(initial.image)
+    covered = np.asarray(initial.covered, dtype=bool)
+    if image.ndim != 2 or covered.shape != image.shape or len(initial.origin) != 2:
+        raise ValueError(
+            "epie: initial_object: expected a 2-D image with a weight map of the same shape "
+            f"and a (row, col) origin, found {image.shape}, {covered.shape}, {initial.origin!r}"
+        )
+    if not np.all(np.isfinite(image[covered])):
+        raise ValueError("epie: initial_object: the covered pixels hold NaN or inf")
+    canvas = np.zeros(scan.shape, dtype=np.complex64)
+    mask = np.zeros(scan.shape, dtype=bool)
+    row = int(initial.origin[0]) - scan.origin[0]  # canvas row of image row 0
+    col = int(initial.origin[1]) - scan.origin[1]
+    r0, r1 = max(row, 0), min(row + image.shape[0], scan.shape[0])
+    c0, c1 = max(col, 0), min(col + image.shape[1], scan.shape[1])
+    if r0 < r1 and c0 < c1:
+        block = (slice(r0 - row, r1 - row), slice(c0 - col, c1 - col))
+        mask[r0:r1, c0:c1] = covered[block]
+        canvas[r0:r1, c0:c1] = np.where(covered[block], image[block], 0)
+    return canvas, mask
+
+
+def _start_from(
+    initial: Stitched,
+    flat: np.ndarray,
+    scan: engine.Scan,
+    probe: np.ndarray,
+    measured: np.ndarray,
+    workers: int,
+) -> np.ndarray:
+    """The rPIE start from ``initial``: on the canvas, scaled to the data, flat elsewhere.
+
+    The scale is the least-squares amplitude scale over the patterns whose illumination
+    the object covers (at least :data:`COVERED_FRACTION` of Σ|P|²); the global phase is
+    turned so that the well-lit object's mean phase is 0, the flat start's.
+    """
+    image, covered = _on_canvas(initial, scan)
+    power = np.abs(probe) ** 2
+    lit = np.empty(scan.n)  # Σ|P|² over the covered pixels of each window
+    illumination = np.zeros(scan.shape)
+    for start in range(0, scan.n, _CHUNK):
+        part = np.arange(start, min(start + _CHUNK, scan.n))
+        lit[part] = np.sum(covered.ravel()[scan.flat_indices(part)] * power, axis=(1, 2))
+        illumination += engine.illumination(scan, probe, part)
+    fitted = np.flatnonzero(lit >= COVERED_FRACTION * float(np.sum(power, dtype=np.float64)))
+    if fitted.size == 0:
+        raise ValueError(
+            f"epie: initial_object (origin {tuple(initial.origin)}, shape "
+            f"{np.shape(initial.image)}) covers "
+            f"the illumination of none of the {scan.n} scan positions (canvas origin "
+            f"{scan.origin}, shape {scan.shape}); it must be in the scan's object-pixel frame"
+        )
+    scale = engine.amplitude_scale(image, probe, scan, measured, fitted, workers)
+    turn = complex(np.sum(image * (illumination * covered), dtype=np.complex128))
+    factor = scale * (np.conj(turn) / abs(turn) if abs(turn) > 0 else 1.0)
+    return np.where(covered, image * np.complex64(factor), flat).astype(np.complex64)
 
 
 class EpieBackend:
@@ -383,6 +460,74 @@ class EpieBackend:
     def infer(
         self, model: TrainedModel, data: GroupedData, config: InferenceConfig, *, hooks: Any
     ) -> np.ndarray:
+        """rPIE from the flat start; the object at the group centres, complex64 (B, N, N, 1)."""
+        return self._reconstruct(model, data, config, hooks, None)
+
+    def infer_from(
+        self,
+        model: TrainedModel,
+        data: GroupedData,
+        config: InferenceConfig,
+        initial_object: Stitched,
+        *,
+        hooks: Any,
+    ) -> np.ndarray:
+        """rPIE from ``initial_object`` (scaled to the data, flat where it does not cover)."""
+        return self._reconstruct(model, data, config, hooks, initial_object)
+
+    def model_from_probe(self, probe: np.ndarray, config: TrainingConfig) -> TrainedModel:
+        """A model for the normalised probe P̃ without training: :data:`DEFAULT_STEP`, gain 1
+        (the object absorbs the data's scale), ``config.nepochs`` iterations,
+        ``config.batch_size`` patterns per minibatch."""
+        _check_config(self.name, config)
+        if config.backend != self.name:
+            config = config.replace(backend=self.name)
+        N = config.model.N
+        probe = np.asarray(probe)
+        if probe.shape != (N, N) or not np.all(np.isfinite(probe)):
+            raise ValueError(
+                f"{self.name}: model_from_probe: expected a finite ({N}, {N}) probe "
+                f"(TrainingConfig.model.N), found shape {probe.shape}"
+            )
+        probe = probe.astype(np.complex64)
+        alpha, momentum = DEFAULT_STEP
+        state = EpieState(
+            probe=probe,
+            gain=1.0,
+            alpha=alpha,
+            momentum=momentum,
+            beta=BETA,
+            iterations=config.nepochs,
+            minibatch=config.batch_size,
+        )
+        return TrainedModel(
+            backend=self.name,
+            config=config,
+            probe=probe,
+            intensity_scale=math.sqrt(config.nphotons) / (N / 2),  # s₀, protocol §3.3
+            network=state,
+            history={},
+            extra={
+                "gain": state.gain,
+                "alpha": state.alpha,
+                "momentum": state.momentum,
+                "beta": state.beta,
+                "iterations": state.iterations,
+                "minibatch": state.minibatch,
+                "probe_refined": False,
+            },
+        )
+
+    def _reconstruct(
+        self,
+        model: TrainedModel,
+        data: GroupedData,
+        config: InferenceConfig,
+        hooks: Any,
+        initial_object: Stitched | None,
+    ) -> np.ndarray:
+        """rPIE on the data's patterns with the model's probe, scale and steps: the one path
+        of ``infer`` (flat start) and ``infer_from`` (``initial_object``)."""
         state = model.payload(self.name, EpieState)
         model.check_groups(data)
         config.require_single_device(self.name)
@@ -392,6 +537,7 @@ class EpieBackend:
                     f"{self.name}: InferenceConfig.{field_name}={getattr(config, field_name)!r} "
                     f"is not supported; ePIE runs in single precision on the CPU"
                 )
+        iterations = state.iterations if config.iterations is None else config.iterations
         total = data.n_groups
         _, x, y, measured = _patterns(data)
         scan = engine.make_scan(x, y, data.N)
@@ -400,13 +546,16 @@ class EpieBackend:
         shifted = None
         if scan.n * data.N * data.N <= _CACHE_VALUES:
             shifted = engine.shift_images(probe, scan.frac, workers)
+        start = engine.flat_object(scan, probe, measured)
+        if initial_object is not None:
+            start = _start_from(initial_object, start, scan, probe, measured, workers)
         run = engine.rpie(
-            engine.flat_object(scan, probe, measured),
+            start,
             probe,
             scan,
             measured,
             np.arange(scan.n),
-            iterations=state.iterations,
+            iterations=iterations,
             batch_size=state.minibatch,
             rng=np.random.default_rng(config.seed),
             alpha=state.alpha,
@@ -418,16 +567,16 @@ class EpieBackend:
         obj = None
         for iteration, (obj, _, _) in enumerate(run):  # noqa: B007  (the last one is kept)
             # progress in groups: the iterations are the work, the final patches the end
-            done = min(total - 1, (total * (iteration + 1)) // state.iterations)
+            done = min(total - 1, (total * (iteration + 1)) // iterations)
             if done > reported:
                 hooks.ptycho_infer_progress(done=done, total=total)
                 reported = done
         centres = data.coords_offsets[:, 0, :, 0]
         out = np.empty((total, data.N, data.N, 1), dtype=np.complex64)
-        for start in range(0, total, config.batch_size):
-            stop = min(start + config.batch_size, total)
-            out[start:stop, :, :, 0] = engine.extract_patches(
-                obj, scan, centres[start:stop, 0], centres[start:stop, 1], workers
+        for start_index in range(0, total, config.batch_size):
+            stop = min(start_index + config.batch_size, total)
+            out[start_index:stop, :, :, 0] = engine.extract_patches(
+                obj, scan, centres[start_index:stop, 0], centres[start_index:stop, 1], workers
             )
         hooks.ptycho_infer_progress(done=total, total=total)
         return out

@@ -36,9 +36,11 @@ import scipy.ndimage
 __all__ = [
     "Losses",
     "Scan",
+    "amplitude_scale",
     "batch_order",
     "extract_patches",
     "flat_object",
+    "illumination",
     "iterate",
     "make_scan",
     "measure",
@@ -133,6 +135,42 @@ def flat_object(scan: Scan, probe: np.ndarray, measured: np.ndarray) -> np.ndarr
     probe_energy = float(np.sum(np.abs(probe.astype(np.complex128)) ** 2))
     level = np.sqrt(energy / (scan.N**2 * max(probe_energy, _EPS)))
     return np.full(scan.shape, level, dtype=np.complex64)
+
+
+def illumination(scan: Scan, probe: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """(H, W) float64 canvas of Σ|P|² over the windows of patterns ``index``."""
+    flat = scan.flat_indices(index)
+    weights = np.broadcast_to(np.abs(probe) ** 2, flat.shape)
+    summed = np.bincount(
+        flat.ravel(), weights=weights.ravel(), minlength=scan.shape[0] * scan.shape[1]
+    )
+    return summed.reshape(scan.shape)
+
+
+def amplitude_scale(
+    obj: np.ndarray,
+    probe: np.ndarray,
+    scan: Scan,
+    measured: np.ndarray,
+    index: np.ndarray,
+    workers: int,
+    batch_size: int = 256,
+) -> float:
+    """The real a ≥ 0 minimising Σ(a·|fft2(Q_k·O_k)| − M_k)² over patterns ``index``.
+
+    Closed form a = Σ A·M / Σ A²: the scale that puts an object of arbitrary amplitude
+    scale on the data's (a complex scalar's phase is invisible in the amplitudes).
+    """
+    cross = 0.0
+    power = 0.0
+    for start in range(0, index.shape[0], batch_size):
+        part = index[start : start + batch_size]
+        window = obj.ravel()[scan.flat_indices(part)]
+        psi = shift_images(probe, scan.frac[part], workers) * window
+        amplitude = np.abs(scipy.fft.fft2(psi, workers=workers, overwrite_x=True))
+        cross += float(np.sum(amplitude * measured[part], dtype=np.float64))
+        power += float(np.sum(np.square(amplitude), dtype=np.float64))
+    return cross / power if power > _TINY else 0.0
 
 
 def batch_order(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:

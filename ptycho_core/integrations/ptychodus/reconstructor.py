@@ -272,13 +272,21 @@ class PtychoReconstructor(TrainableReconstructor):
 
         The object is returned in the input object's pixel geometry and centre; pixels no
         patch covers keep the input object's values. The product's losses are the
-        model's training losses per epoch.
+        model's training losses per epoch. With RefineEpochs > 0 the model is first refined
+        on these data (``refine_model``; the loaded model itself is not changed).
         """
         try:
             self._require_backend()
             bundle, manifest = self._require_model()
             mapped = map_reconstruct_input(parameters)
             mapped.log_summary(self._log)
+            refine_photons = None
+            if self._settings.refine_epochs:
+                refine_photons = (
+                    mean_photons_per_pattern(mapped.data.diffraction)
+                    if self._settings["PhotonsFromData"]
+                    else float(self._settings["NumPhotons"])
+                )
             job = ReconstructJob(
                 backend=self._settings.backend,
                 bundle=str(bundle),
@@ -286,6 +294,8 @@ class PtychoReconstructor(TrainableReconstructor):
                 object_shape=mapped.object_shape,
                 config=self._settings.inference_config(model_path=str(bundle)),
                 updates=self._settings.updates,
+                refine_epochs=self._settings.refine_epochs,
+                refine_photons=refine_photons,
             )
             losses = _history_losses(manifest["history"], "loss")
             events = run_job(
@@ -298,6 +308,14 @@ class PtychoReconstructor(TrainableReconstructor):
                         yield ReconstructOutput(
                             product=self._output(parameters, mapped, image, covered, losses),
                             progress=PROGRESS_GOAL * done // total,
+                        )
+                    elif event[0] == "epoch":  # of a refinement (RefineEpochs)
+                        _, epoch, nepochs, values = event
+                        self._log.info(
+                            "refinement epoch %d/%d: %s",
+                            epoch + 1,
+                            nepochs,
+                            ", ".join(f"{k} {v:.5g}" for k, v in values.items()),
                         )
                     elif event[0] == "done":
                         self._log.info(

@@ -106,6 +106,7 @@ NOT_SETTINGS: Mapping[str, Mapping[str, str]] = {
         "precision": "the Precision setting",
         "accelerator": "the Accelerator setting",
         "devices": "one device",
+        "iterations": "the model's own count (iterative backends; the ptycho CLI's --iterations)",
         "model_path": "provenance, set to the loaded model",
         "test_data_file": "provenance, unused",
         "output_dir": "provenance, unused",
@@ -133,6 +134,11 @@ ADAPTER_SETTINGS: Mapping[str, _AdapterSetting] = {
     ),
     "Updates": _AdapterSetting(
         10, "partial results a reconstruction reports (1: only the final object)"
+    ),
+    "RefineEpochs": _AdapterSetting(
+        0,
+        "epochs of self-supervised refinement on the data before each reconstruction "
+        "(0: none; the backend must support a warm start)",
     ),
 }
 """Settings of the adapter itself (no config field)."""
@@ -234,6 +240,11 @@ class PtychoSettings(Observer):
     @property
     def updates(self) -> int:
         return max(1, int(self["Updates"]))
+
+    @property
+    def refine_epochs(self) -> int:
+        """Epochs to refine the model on the data before reconstructing (0: none)."""
+        return max(0, int(self["RefineEpochs"]))
 
     def check_backend(self, *, level: int = logging.WARNING) -> str | None:
         """Log (at ``level``) and return why the Backend setting is unusable, or None."""

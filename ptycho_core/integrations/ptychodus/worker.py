@@ -75,6 +75,10 @@ class ReconstructJob:
     """Batch size, stitch size, neighbours, seed, precision, accelerator."""
     updates: int
     """How many partial results to report (the last one is the whole object)."""
+    refine_epochs: int = 0
+    """Epochs to refine the model on ``data`` first (0: none; ``refine_model``)."""
+    refine_photons: float | None = None
+    """Photons per pattern of ``data`` for the refinement (None: the model's own nphotons)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -158,6 +162,10 @@ def _reconstruct(
             f"trained on N = {job.data.N}"
         )
     hooks = make_plugin_manager(relay).hook
+    refined = 0
+    if job.refine_epochs > 0:
+        model = _refine(job, model, backend, hooks)
+        refined = len(model.history.get("loss", []))
     groups = prepare_inference_data(job.data, model, job.config)
     total = groups.n_groups
     chunks = np.array_split(np.arange(total), max(1, min(job.updates, total)))
@@ -185,8 +193,28 @@ def _reconstruct(
     return {
         "backend": backend.name,
         "n_groups": total,
+        "refined_epochs": refined,
         "history": {k: [float(v) for v in vs] for k, vs in model.history.items()},
     }
+
+
+def _refine(job: ReconstructJob, model: TrainedModel, backend: Any, hooks: Any) -> TrainedModel:
+    """The model refined on the job's data (the cached, loaded model is left unchanged)."""
+    from ptycho_core.workflows import refine_model, refinement_config
+
+    config = refinement_config(model, job.refine_epochs)
+    if job.refine_photons is not None:
+        config = config.replace(nphotons=float(job.refine_photons))
+    refined = refine_model(
+        model, job.data, epochs=job.refine_epochs, config=config, hooks=hooks, backend=backend
+    )
+    losses = refined.history.get("loss", [])
+    logger.info(
+        "refined the model on the data for %d epochs (final loss %s)",
+        len(losses),
+        f"{float(losses[-1]):.5g}" if len(losses) else "not reported",
+    )
+    return refined
 
 
 def _train(job: TrainJob, emit: Emit, relay: _Relay) -> dict[str, Any]:

@@ -10,8 +10,9 @@ invisible in the data). Training minimises the mean squared amplitude error agai
 the targets s₀·X_n by one gradient step on c per epoch (the gradient accumulated over
 minibatches of ``config.batch_size``), each half the Newton step: starting from c = 1,
 after k epochs |c| = |c|* + (1 − |c|*)·2⁻ᵏ exactly, where |c|* is the least-squares
-optimum, so the loss falls every epoch and the result is deterministic. ``infer``
-returns c in every pixel of every patch. The fitted c is saved in
+optimum, so the loss falls every epoch and the result is deterministic. ``train_from``
+(the optional warm start) runs the same steps from a trained model's c instead of 1.
+``infer`` returns c in every pixel of every patch. The fitted c is saved in
 ``payload/weights.npz`` (numpy arrays only, read back with ``allow_pickle=False``).
 """
 
@@ -64,6 +65,19 @@ class NumpyGainBackend:
     name = "numpy-gain"
 
     def train(self, data: TrainingData, config: TrainingConfig, *, hooks: Any) -> TrainedModel:
+        return self._fit(data, config, hooks, np.complex128(1.0))
+
+    def train_from(
+        self, model: TrainedModel, data: TrainingData, config: TrainingConfig, *, hooks: Any
+    ) -> TrainedModel:
+        """Continue from ``model``'s c (a new model; ``model`` is left as it is)."""
+        c = model.payload(self.name, np.ndarray)
+        model.check_refinable(config, self.name)
+        return self._fit(data, config, hooks, np.complex128(c))
+
+    def _fit(
+        self, data: TrainingData, config: TrainingConfig, hooks: Any, c: np.complex128
+    ) -> TrainedModel:
         data.check_fits(config, self.name)
         train, validation = data.split(config.validation_split)
         hooks.ptycho_train_start(backend=self.name, config=config, n_groups=train.n_groups)
@@ -73,7 +87,6 @@ class NumpyGainBackend:
         # d loss / d|c| = 2 s₀² (|c|·mean(A²) − mean(A·X)); one step per epoch of half the
         # Newton step, so |c| − |c|* halves every epoch.
         step = 0.5 / (2 * s0**2 * mean_a2)
-        c = np.complex128(1.0)
         history: dict[str, list[float]] = {"loss": []}
         if validation is not None:
             history["val_loss"] = []
@@ -109,6 +122,7 @@ class NumpyGainBackend:
     ) -> np.ndarray:
         model.payload(self.name, np.ndarray)
         model.check_groups(data)
+        config.require_no_iterations(self.name)
         return constant_patches(model, data, config, hooks)
 
     def forward(

@@ -15,6 +15,13 @@ NUMPY_GAIN = BackendSpec(
     description="test backend: fits one complex constant object with numpy",
 )
 
+OBJECT_ECHO = BackendSpec(
+    name="object-echo",
+    target="ptycho_testbackends.echo:ObjectEchoBackend",
+    requires=("numpy",),
+    description="test backend: numpy-gain whose infer_from returns the initial object it gets",
+)
+
 NEEDS_MISSING = BackendSpec(
     name="needs-missing",
     target="ptycho_testbackends.never_imported:Backend",
