@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Self
 __all__ = [
     "ACTIVATION_ALIASES",
     "AMP_ACTIVATIONS",
+    "LR_SCHEDULES",
     "MODEL_TYPES",
     "PRECISIONS",
     "SUPPORTED_N",
@@ -35,6 +36,8 @@ AMP_ACTIVATIONS: tuple[str, ...] = ("sigmoid", "swish", "softplus", "relu")
 ACTIVATION_ALIASES: Mapping[str, str] = {"silu": "swish"}
 MODEL_TYPES: tuple[str, ...] = ("pinn", "supervised")
 PRECISIONS: tuple[str, ...] = ("32", "bf16-mixed")
+LR_SCHEDULES: tuple[str, ...] = ("cosine", "plateau")
+"""Learning-rate schedules of gradient training (defined in :mod:`ptycho_core.schedule`)."""
 DEFAULT_BACKEND = "tensorflow"
 
 Check = Callable[[Any], str | None]
@@ -188,7 +191,7 @@ class ModelConfig(_ConfigMixin):
     N: int = _doc("diffraction pattern size in pixels", _one_of(SUPPORTED_N), default=64)
     gridsize: int = _doc("groups hold gridsize² neighbouring patterns", _int_at_least(1), default=1)
     n_filters_scale: int = _doc(
-        "multiplier of every convolution's filters", _int_at_least(1), default=2
+        "multiplier of every convolution's filters (upstream: 2)", _int_at_least(1), default=1
     )
     model_type: str = _doc(
         "'pinn' (physics loss) or 'supervised'", _one_of(MODEL_TYPES), default="pinn"
@@ -270,13 +273,25 @@ class TrainingConfig(_ConfigMixin):
         _real_in(0.0, 1.0, high_open=True),
         default=0.05,
     )
+    lr_schedule: str = _doc(
+        "'cosine' (decay to min_learning_rate over nepochs) or 'plateau' (cut on stalls)",
+        _one_of(LR_SCHEDULES),
+        default="cosine",
+    )
+    lr_warmup_steps: int = _doc(
+        "optimiser steps of linear warmup to learning_rate before the schedule (0: none)",
+        _int_at_least(0),
+        default=200,
+    )
     lr_plateau_factor: float = _doc(
-        "learning-rate factor when validation loss stalls",
+        "learning-rate factor when validation loss stalls ('plateau' schedule)",
         _real_in(0.0, 1.0, low_open=True, high_open=True),
         default=0.5,
     )
     lr_plateau_patience: int = _doc(
-        "epochs without improvement before the rate drops", _int_at_least(0), default=2
+        "epochs without improvement before the rate drops ('plateau' schedule)",
+        _int_at_least(0),
+        default=2,
     )
     min_learning_rate: float = _doc(
         "floor of the learning-rate schedule", _positive_real, default=1e-4

@@ -21,12 +21,15 @@ __all__ = [
     "default_probe",
     "diffraction_amplitude",
     "focused_probe",
+    "initial_output_gain",
     "normalize_probe",
     "poisson_nll",
     "probe_disk_mask",
 ]
 
 _NLL_EPS = 1e-12
+OBJECT_LEVEL = 0.5
+"""Object amplitude at which a fresh network's prediction matches the data's mean intensity."""
 # Upstream's default_probe_scale: the Gaussian window's std is N / (0.7·π²).
 _DEFAULT_PROBE_SCALE = 0.7
 
@@ -67,6 +70,31 @@ def normalize_probe(probe: np.ndarray, probe_scale: float) -> np.ndarray:
             f"disk r < N//4, found mean |mask·P| = {level!r}"
         )
     return (probe.astype(np.complex128) / (probe_scale * level)).astype(np.complex64)
+
+
+def initial_output_gain(probe: np.ndarray, *, object_level: float = OBJECT_LEVEL) -> float:
+    """Output gain g₀ at which an object of uniform amplitude ``object_level`` reproduces
+    the normalised data: ``g₀ = (N/2) / (object_level · sqrt(Σ|P̃|²))``.
+
+    Normalised patterns carry a mean total intensity of (N/2)² and, by Parseval, an object
+    O under the probe P̃ diffracts Σ|O·P̃|² into its pattern. Starting the output gain at g₀
+    puts the network's amplitude activation mid-range (a sigmoid's 0.5) at the data's level,
+    instead of asking the network to reach whatever level ``probe_scale`` happens to imply
+    (for a structured probe that can lie beyond a sigmoid's ceiling of 1).
+    """
+    probe = np.asarray(probe)
+    if probe.ndim != 2 or probe.shape[0] != probe.shape[1]:
+        raise ValueError(
+            f"initial_output_gain: expected a square (N, N) probe, found shape {probe.shape}"
+        )
+    if not (np.isfinite(object_level) and object_level > 0):
+        raise ValueError(f"initial_output_gain: expected object_level > 0, found {object_level!r}")
+    power = float(np.sum(np.abs(probe.astype(np.complex128)) ** 2))
+    if not (np.isfinite(power) and power > 0):
+        raise ValueError(
+            f"initial_output_gain: expected a probe with finite, non-zero power, found {power!r}"
+        )
+    return float(probe.shape[0] / 2 / (object_level * np.sqrt(power)))
 
 
 def diffraction_amplitude(patches: np.ndarray, probe: np.ndarray) -> np.ndarray:

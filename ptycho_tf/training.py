@@ -1,10 +1,11 @@
 """Training: Keras ``fit`` around :class:`~ptycho_tf.model.PtychoPINN`, with the shared schedule.
 
 The TensorFlow twin of :mod:`ptycho_torch.training` (model-and-physics.md §6–§7, TF values):
-Adam, ReduceLROnPlateau on the validation loss (the training loss without a validation
-split), early stopping on the training loss, validation = the last
-``config.validation_split`` of the groups (:meth:`TrainingData.split`). Progress goes to
-the core hooks through :class:`HookCallback`.
+Adam, whose rate :class:`ScheduleCallback` sets before every optimiser step from the shared
+:class:`~ptycho_core.schedule.LearningRateSchedule` (the same rates as ptycho_torch), early
+stopping on the training loss, validation = the last ``config.validation_split`` of the
+groups (:meth:`TrainingData.split`). Progress goes to the core hooks through
+:class:`HookCallback`.
 
 Determinism: each convolution's initial weights come from a seed derived from
 ``config.seed`` and its place in the network, the training set is shuffled by a seeded
@@ -23,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,9 @@ import numpy as np
 from ptycho_core.architecture import check_buildable
 from ptycho_core.config import ModelConfig, TrainingConfig
 from ptycho_core.hooks import HookRelay
+from ptycho_core.physics import initial_output_gain
 from ptycho_core.protocol import TrainingData
+from ptycho_core.schedule import LearningRateSchedule, monitored_loss
 from ptycho_tf import physics
 from ptycho_tf._keras import keras, tf
 from ptycho_tf.model import PtychoPINN
@@ -40,8 +43,8 @@ __all__ = [
     "ADAM_EPSILON",
     "BACKEND_NAME",
     "HookCallback",
-    "PlateauSchedule",
     "PtychoLoss",
+    "ScheduleCallback",
     "SupervisedLoss",
     "build_network",
     "copy_network",
@@ -60,7 +63,6 @@ ADAM_EPSILON = 1e-8
 """Adam's ε, torch's default, so both backends run the same optimiser (Keras' is 1e-7)."""
 
 _STRATEGIES = ("auto", "mirrored")
-_PLATEAU_MIN_DELTA = 1e-4  # Keras' default; ptycho_torch uses the same absolute threshold
 
 
 def build_network(
@@ -72,8 +74,14 @@ def build_network(
     probe_trainable: bool = False,
     seed: int = 0,
     precision: str = "32",
+    output_gain: float | None = None,
 ) -> PtychoPINN:
-    """A fresh, built network (every variable created, initial weights fixed by ``seed``)."""
+    """A fresh, built network (every variable created, initial weights fixed by ``seed``).
+
+    Its output gain starts at ``output_gain``, by default
+    :func:`ptycho_core.physics.initial_output_gain` of the probe.
+    """
+    gain = initial_output_gain(probe) if output_gain is None else output_gain
     check_buildable(model_config)
     network = PtychoPINN(
         model_config,
@@ -85,6 +93,7 @@ def build_network(
         precision=precision,
     )
     network.build()
+    network.log_gain.assign(math.log(gain))
     return network
 
 
@@ -203,52 +212,33 @@ def make_dataset(
     return dataset.with_options(options)
 
 
-class PlateauSchedule(keras.callbacks.Callback):
-    """ReduceLROnPlateau with Keras' rules: after ``patience`` epochs without an improvement
-    of ``monitor`` by more than ``min_delta``, multiply the rate by ``factor`` (not below
-    ``min_lr``).
+class ScheduleCallback(keras.callbacks.Callback):
+    """Sets the optimiser's rate before every step from the shared learning-rate schedule.
 
-    Keras' own callback reads the rate with ``np.array(variable)``, which numpy 2 flags with
-    a DeprecationWarning (an error under ``-W error``); this one reads it with ``.numpy()``.
+    The step is the optimiser's own count (``optimizer.iterations``, read with ``.numpy()``:
+    numpy 2 flags ``np.array(variable)``); a fresh schedule starts with every ``fit``.
+    After each epoch the monitored loss (``val_loss``, or ``loss`` without a validation
+    split) goes to :meth:`LearningRateSchedule.end_epoch`.
     """
 
-    def __init__(
-        self,
-        monitor: str,
-        *,
-        factor: float,
-        patience: int,
-        min_lr: float,
-        min_delta: float = _PLATEAU_MIN_DELTA,
-    ) -> None:
+    def __init__(self, config: TrainingConfig, total_steps: int, *, has_validation: bool) -> None:
         super().__init__()
-        self.monitor = monitor
-        self.factor = float(factor)
-        self.patience = int(patience)
-        self.min_lr = float(min_lr)
-        self.min_delta = float(min_delta)
-        self.best = math.inf
-        self.wait = 0
+        self.config = config
+        self.total_steps = total_steps
+        self.monitor = monitored_loss(has_validation)
+        self.schedule = LearningRateSchedule(config, total_steps)
 
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
-        self.best = math.inf
-        self.wait = 0
+        self.schedule = LearningRateSchedule(self.config, self.total_steps)
+
+    def on_train_batch_begin(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
+        optimizer = self.model.optimizer
+        step = int(np.asarray(optimizer.iterations.numpy()))
+        optimizer.learning_rate = self.schedule.rate(step)
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
-        current = (logs or {}).get(self.monitor)
-        if current is None or not math.isfinite(float(current)):
-            return
-        if float(current) < self.best - self.min_delta:
-            self.best = float(current)
-            self.wait = 0
-            return
-        self.wait += 1
-        if self.wait >= self.patience:
-            optimizer = self.model.optimizer
-            old = float(np.asarray(optimizer.learning_rate.numpy()))
-            if old > self.min_lr:
-                optimizer.learning_rate = max(old * self.factor, self.min_lr)
-            self.wait = 0
+        value = (logs or {}).get(self.monitor)
+        self.schedule.end_epoch(None if value is None else float(value))
 
 
 class HookCallback(keras.callbacks.Callback):
@@ -359,14 +349,14 @@ def seeded_and_deterministic(seed: int) -> Iterator[None]:
 def make_callbacks(
     config: TrainingConfig, hooks: HookRelay, n_groups: int, *, has_validation: bool
 ) -> list[keras.callbacks.Callback]:
-    """Schedule, early stopping and the hook relay (last, so it sees the final epoch state)."""
+    """Schedule, early stopping and the hook relay (last, so it sees the final epoch state).
+
+    ``n_groups`` training groups make ``nepochs × ⌈n_groups / batch_size⌉`` optimiser steps
+    (the dataset's batches are global batches, also under MirroredStrategy).
+    """
+    total_steps = config.nepochs * math.ceil(n_groups / config.batch_size)
     return [
-        PlateauSchedule(
-            "val_loss" if has_validation else "loss",
-            factor=config.lr_plateau_factor,
-            patience=config.lr_plateau_patience,
-            min_lr=config.min_learning_rate,
-        ),
+        ScheduleCallback(config, total_steps, has_validation=has_validation),
         keras.callbacks.EarlyStopping(
             monitor="loss",
             patience=config.early_stop_patience,
@@ -384,11 +374,14 @@ def fit(
     hooks: HookRelay,
     *,
     initial: PtychoPINN | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> tuple[PtychoPINN, dict[str, list[float]]]:
     """Train a network on ``data``; returns a float32 single-device copy and the loss history.
 
     A new network, or with ``initial`` (a warm start) one whose weights, output gain and
     (when ``config`` trains it) probe start as ``initial``'s, which is left unchanged.
+    ``callbacks`` are extra Keras callbacks run after the built-in ones (e.g. to watch
+    every step).
     """
     data.check_fits(config, BACKEND_NAME)
     train_part, val_part = data.split(config.validation_split)
@@ -423,15 +416,15 @@ def fit(
             if val_part is None
             else make_dataset(val_part, config, shuffle=False, seed=config.seed)
         )
-        callbacks = make_callbacks(
+        built_in = make_callbacks(
             config, hooks, train_part.n_groups, has_validation=val_part is not None
         )
         network.fit(
             train_set,
             validation_data=val_set,
             epochs=config.nepochs,
-            callbacks=callbacks,
+            callbacks=[*built_in, *callbacks],
             shuffle=False,  # the dataset shuffles itself, seeded
             verbose=0,
         )
-    return copy_network(network), callbacks[-1].history
+    return copy_network(network), built_in[-1].history

@@ -221,7 +221,7 @@ class PtychoPINN(nn.Module):
     """Generator + differentiable physics; everything it needs comes from its arguments.
 
     ``probe`` is the normalised P̃ (N, N) and ``intensity_scale`` the fixed s₀. The output
-    gain starts at 1 (``log_gain`` = 0) and trains iff ``intensity_scale_trainable``; the
+    gain starts at 1 (``log_gain`` = 0; ``build_network`` sets the calibrated start) and trains iff ``intensity_scale_trainable``; the
     probe trains iff ``probe_trainable``.
     """
 

@@ -1,8 +1,10 @@
 """Training: a thin LightningModule around :class:`~ptycho_torch.model.PtychoPINN`, and the Trainer.
 
 The LightningModule only wires the loss, the optimiser and the schedule
-(model-and-physics.md §6–§7, TF values): Adam, ReduceLROnPlateau on the validation loss,
-early stopping on the training loss. Lightning owns loops, devices, precision and DDP.
+(model-and-physics.md §6–§7, TF values): Adam, whose rate it sets before every optimiser
+step from the shared :class:`~ptycho_core.schedule.LearningRateSchedule` (the same rates
+as ptycho_tf), and early stopping on the training loss. Lightning owns loops, devices,
+precision and DDP.
 Progress goes to the core hooks through :class:`HookCallback`, on global rank 0 only.
 A warm start (``fit(..., initial=network)``) trains a copy of a trained network through
 the same path instead of a fresh one.
@@ -15,11 +17,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import random
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import lightning.pytorch as pl
@@ -32,7 +35,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from ptycho_core.architecture import check_buildable
 from ptycho_core.config import ModelConfig, TrainingConfig
 from ptycho_core.hooks import HookRelay
+from ptycho_core.physics import initial_output_gain
 from ptycho_core.protocol import TrainingData
+from ptycho_core.schedule import LearningRateSchedule, monitored_loss
 from ptycho_torch import physics
 from ptycho_torch.model import PtychoPINN
 
@@ -66,8 +71,14 @@ def build_network(
     *,
     intensity_scale_trainable: bool = True,
     probe_trainable: bool = False,
+    output_gain: float | None = None,
 ) -> PtychoPINN:
-    """A fresh network in channels-last memory, the fast layout for CPU convolutions."""
+    """A fresh network in channels-last memory, the fast layout for CPU convolutions.
+
+    Its output gain starts at ``output_gain``, by default
+    :func:`ptycho_core.physics.initial_output_gain` of the probe.
+    """
+    gain = initial_output_gain(probe) if output_gain is None else output_gain
     check_buildable(model_config)
     network = PtychoPINN(
         model_config,
@@ -76,6 +87,8 @@ def build_network(
         intensity_scale_trainable=intensity_scale_trainable,
         probe_trainable=probe_trainable,
     )
+    with torch.no_grad():
+        network.log_gain.fill_(math.log(gain))
     return network.to(memory_format=torch.channels_last)
 
 
@@ -114,6 +127,8 @@ class PtychoLightningModule(pl.LightningModule):
     saved with ``save_hyperparameters`` so a checkpoint rebuilds the module on its own;
     the probe is a tensor of the network's state, not a hyperparameter. ``network``, when
     given, is trained instead of a fresh one (a warm start: pass a copy, it is updated).
+    ``has_validation`` chooses the loss the 'plateau' schedule watches (``val_loss`` or
+    ``loss``). Each ``trainer.fit`` starts a fresh :attr:`schedule`.
     """
 
     def __init__(
@@ -128,8 +143,10 @@ class PtychoLightningModule(pl.LightningModule):
         self.save_hyperparameters(ignore=["probe", "network"])
         self.config = TrainingConfig.from_dict(config)
         model_config = self.config.model
-        if probe is None:  # rebuilt from a checkpoint: the state dict brings the probe
+        output_gain = None
+        if probe is None:  # rebuilt from a checkpoint: the state dict brings probe and gain
             probe = np.zeros((model_config.N, model_config.N), dtype=np.complex64)
+            output_gain = 1.0
         if network is None:
             network = build_network(
                 model_config,
@@ -137,10 +154,12 @@ class PtychoLightningModule(pl.LightningModule):
                 intensity_scale,
                 intensity_scale_trainable=self.config.intensity_scale_trainable,
                 probe_trainable=self.config.probe_trainable,
+                output_gain=output_gain,
             )
         self.network = network
         self.intensity_scale = float(intensity_scale)
         self.has_validation = has_validation
+        self.schedule: LearningRateSchedule | None = None
 
     def _loss(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         diffraction, coords = batch[0], batch[1]
@@ -177,30 +196,33 @@ class PtychoLightningModule(pl.LightningModule):
         )
         return loss
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        config = self.config
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """Adam over the trainable parameters; its rate is set before each step (below)."""
         parameters = [p for p in self.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(parameters, lr=config.learning_rate, betas=(0.9, 0.999))
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer,
-            mode="min",
-            factor=config.lr_plateau_factor,
-            # torch cuts after patience + 1 bad epochs, Keras after patience (at least 1):
-            # shift so both backends cut at the same epoch.
-            patience=max(config.lr_plateau_patience - 1, 0),
-            min_lr=config.min_learning_rate,
-            threshold=1e-4,  # Keras' min_delta, absolute
-            threshold_mode="abs",
+        return torch.optim.Adam(parameters, lr=self.config.learning_rate, betas=(0.9, 0.999))
+
+    def on_train_start(self) -> None:
+        """A fresh schedule over the run's optimiser steps (``nepochs`` epochs of batches)."""
+        self.schedule = LearningRateSchedule(
+            self.config, int(self.trainer.estimated_stepping_batches)
         )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {
-                "scheduler": scheduler,
-                "monitor": "val_loss" if self.has_validation else "loss",
-                "interval": "epoch",
-                "frequency": 1,
-            },
-        }
+
+    def _running_schedule(self) -> LearningRateSchedule:
+        if self.schedule is None:
+            raise RuntimeError("PtychoLightningModule: the schedule starts in on_train_start")
+        return self.schedule
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Set every parameter group's rate for the coming optimiser step (``global_step``)."""
+        rate = self._running_schedule().rate(self.trainer.global_step)
+        for optimizer in self.trainer.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = rate
+
+    def on_train_epoch_end(self) -> None:
+        """Hand the epoch's monitored loss (synced across DDP processes) to the schedule."""
+        value = self.trainer.callback_metrics.get(monitored_loss(self.has_validation))
+        self._running_schedule().end_epoch(None if value is None else float(value))
 
 
 class HookCallback(Callback):
@@ -364,11 +386,13 @@ def fit(
     hooks: HookRelay,
     *,
     initial: PtychoPINN | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> tuple[PtychoPINN, dict[str, list[float]]]:
     """Train a network on ``data``; returns it (on the CPU, eval mode) and its loss history.
 
     A new network, or with ``initial`` (a warm start) a copy of that trained network
-    (:func:`warm_start_network`; ``initial`` itself is left unchanged).
+    (:func:`warm_start_network`; ``initial`` itself is left unchanged). ``callbacks`` are
+    extra Lightning callbacks run after the built-in ones (e.g. to watch every step).
     """
     data.check_fits(config, BACKEND_NAME)
     train_part, val_part = data.split(config.validation_split)
@@ -386,7 +410,7 @@ def fit(
             ),
         )
         callback = HookCallback(hooks, config, train_part.n_groups)
-        trainer = make_trainer(config, [callback, early_stopping(config)], root)
+        trainer = make_trainer(config, [callback, early_stopping(config), *callbacks], root)
         train_loader = make_dataloader(
             train_part, config.batch_size, shuffle=True, seed=config.seed
         )

@@ -230,3 +230,32 @@ def test_focused_probe_parameters_change_it_and_are_checked():
     for kwargs in ({"pupil_radius": 0.5}, {"central_stop": 1.0}, {"edge_width": 0.0}):
         with pytest.raises(ValueError, match="focused_probe"):
             physics.focused_probe(64, **kwargs)
+
+
+# --------------------------------------------------------------------------- output gain
+
+
+@settings(max_examples=25, deadline=None)
+@given(N=st.sampled_from([8, 16, 32, 64]), seed=SEEDS, level=st.floats(0.05, 2.0))
+def test_initial_output_gain_puts_a_uniform_object_at_the_data_level(N, seed, level):
+    """An object of uniform amplitude ``level`` scaled by g₀ diffracts (N/2)² in total."""
+    rng = np.random.default_rng(seed)
+    probe = _complex(rng, (N, N)) * (1 + 3 * rng.random())
+    gain = physics.initial_output_gain(probe, object_level=level)
+    patches = np.full((N, N), gain * level, dtype=np.complex128)
+    total = np.sum(physics.diffraction_amplitude(patches, probe.astype(np.complex128)) ** 2)
+    np.testing.assert_allclose(total, (N / 2) ** 2, rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("probe", "level", "match"),
+    [
+        (np.ones((4, 6), np.complex64), 0.5, r"square \(N, N\) probe, found shape \(4, 6\)"),
+        (np.zeros((4, 4), np.complex64), 0.5, "finite, non-zero power, found 0.0"),
+        (np.ones((4, 4), np.complex64), 0.0, "object_level > 0, found 0.0"),
+        (np.ones((4, 4), np.complex64), float("nan"), "object_level > 0, found nan"),
+    ],
+)
+def test_initial_output_gain_rejects_bad_input(probe, level, match):
+    with pytest.raises(ValueError, match=match):
+        physics.initial_output_gain(probe, object_level=level)

@@ -15,7 +15,7 @@ import torch
 from helpers_torch import Recorder, hooks_for, small_config
 
 import ptycho_torch
-from ptycho_core.config import InferenceConfig, ModelConfig
+from ptycho_core.config import InferenceConfig
 from ptycho_core.errors import BackendMismatchError, DataContractError
 from ptycho_core.grouping import GroupedData
 from ptycho_core.protocol import ReconstructionBackend, TrainedModel, TrainingData
@@ -205,18 +205,21 @@ def _heldout_deviance(model: TrainedModel, data: TrainingData) -> float:
 def test_training_helps(train_set, test_set) -> None:
     """On an object it never saw, a trained network fits the data and the image far better.
 
-    Budget: 3 epochs over 256 groups (~770 group-steps, about 30 s on 2 idle cores). The
-    held-out Poisson deviance falls ~5× (255k → 47k); the stitched image metrics move less
-    at this budget (amplitude PSNR +0.6 dB, MAE −7 %), so their thresholds are modest.
+    Budget: 16 epochs over 256 groups (256 steps, a 40-step warmup; about 35 s on 2 idle
+    cores). The untrained network already starts at the calibrated output gain, so the
+    comparison is with a network whose intensity level is right but whose weights are random:
+    the held-out Poisson deviance falls several-fold (≈ 63k per pixel untrained).
     """
     backend = TorchBackend()
-    config = small_config(n_groups=256, nepochs=3, early_stop_patience=5, validation_split=0.0)
+    config = small_config(
+        n_groups=256, nepochs=16, lr_warmup_steps=40, early_stop_patience=5, validation_split=0.0
+    )
     data = prepare_training_data(train_set, config)
     heldout = prepare_training_data(test_set, config.replace(n_groups=64))
     trained = backend.train(data, config, hooks=hooks_for())
     torch.manual_seed(config.seed)
     untrained = dataclasses.replace(
-        trained, network=build_network(ModelConfig(N=64), data.probe, data.intensity_scale)
+        trained, network=build_network(config.model, data.probe, data.intensity_scale)
     )
     fit_trained, fit_untrained = (
         _heldout_deviance(trained, heldout),

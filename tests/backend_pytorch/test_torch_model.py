@@ -23,7 +23,7 @@ def _network(config: ModelConfig, **kwargs) -> PtychoPINN:
 
 @pytest.mark.parametrize(("N", "gridsize"), sorted(GENERATOR_PARAMETERS))
 def test_parameter_counts_match_the_table(N: int, gridsize: int) -> None:
-    network = _network(ModelConfig(N=N, gridsize=gridsize))
+    network = _network(ModelConfig(N=N, gridsize=gridsize, n_filters_scale=2))
     expected = GENERATOR_PARAMETERS[(N, gridsize)]
     assert network.generator_parameters() == expected
     trainable = sum(p.numel() for p in network.parameters() if p.requires_grad)
@@ -31,8 +31,8 @@ def test_parameter_counts_match_the_table(N: int, gridsize: int) -> None:
 
 
 def test_final_stage_split_of_the_n64_generator() -> None:
-    """§3: encoder 1,144,256; decoder base 553,344; final stage 541 + 39,873."""
-    network = _network(ModelConfig(N=64, gridsize=1))
+    """§3 (n_filters_scale 2): encoder 1,144,256; decoder base 553,344; final stage 541 + 39,873."""
+    network = _network(ModelConfig(N=64, gridsize=1, n_filters_scale=2))
 
     def count(module: torch.nn.Module) -> int:
         return sum(p.numel() for p in module.parameters())
@@ -45,7 +45,7 @@ def test_final_stage_split_of_the_n64_generator() -> None:
 
 
 def test_parameter_names_form_the_documented_hierarchy() -> None:
-    state = _network(ModelConfig(N=64, gridsize=2)).state_dict()
+    state = _network(ModelConfig(N=64, gridsize=2, n_filters_scale=2)).state_dict()
     for name in (
         "encoder.blocks.0.conv0.weight",
         "encoder.blocks.2.conv1.bias",
@@ -64,7 +64,7 @@ def test_parameter_names_form_the_documented_hierarchy() -> None:
     assert state["decoder_amp.head.weight"].shape == (4, 60, 3, 3)  # C heads, 32n − 4 inputs
     assert state["probe"].dtype == torch.complex64
     # pad_object False: a full-field ConvUp instead of path 1 / path 2
-    flat = _network(ModelConfig(N=64, pad_object=False)).state_dict()
+    flat = _network(ModelConfig(N=64, pad_object=False, n_filters_scale=2)).state_dict()
     assert "decoder_amp.up.conv0.weight" in flat and "decoder_amp.outer.head.weight" not in flat
     assert flat["decoder_amp.up.conv0.weight"].shape == (64, 64, 3, 3)
 

@@ -44,7 +44,9 @@ def test_round_trip_restores_every_tensor_and_the_manifest(small_model, tmp_path
     assert manifest["framework"] == {"torch": torch.__version__}
     assert set(manifest["payload"]) == {WEIGHTS_NAME}
     assert manifest["extra"]["output_gain"] == pytest.approx(small_model.network.output_gain)
-    assert manifest["extra"]["parameters"] == 2_331_773
+    assert (
+        manifest["extra"]["parameters"] == 585_245
+    )  # N 64, gridsize 1, n_filters_scale 1: 585,244 + the gain
     loaded = TorchBackend().load(path)
     for name, tensor in small_model.network.state_dict().items():
         assert torch.equal(loaded.network.state_dict()[name], tensor), name
@@ -65,12 +67,14 @@ def test_a_missing_weight_tensor_is_named(small_model, tmp_path) -> None:
 
 def test_a_mismatched_weight_tensor_is_named(small_model, tmp_path) -> None:
     state = _state(small_model)
-    state["encoder.blocks.1.conv0.weight"] = torch.zeros(128, 32, 3, 3)
+    state["encoder.blocks.1.conv0.weight"] = torch.zeros(
+        128, 32, 3, 3
+    )  # n_filters_scale 1: (64, 32)
     path = tmp_path / "mismatch.ptycho"
     _write_with_state(small_model, path, state)
     with pytest.raises(
         BundleError,
-        match=r"weight tensor 'encoder.blocks.1.conv0.weight': expected shape \(128, 64, 3, 3\) .* found \(128, 32, 3, 3\)",
+        match=r"weight tensor 'encoder.blocks.1.conv0.weight': expected shape \(64, 32, 3, 3\) .* found \(128, 32, 3, 3\)",
     ):
         TorchBackend().load(path)
     state = _state(small_model)
@@ -90,7 +94,7 @@ def test_a_bundle_whose_manifest_describes_another_architecture(small_model, tmp
     _write_with_state(other, path, _state(small_model))
     with pytest.raises(
         BundleError,
-        match=r"weight tensor 'encoder.blocks.0.conv0.weight': expected shape \(64, 4, 3, 3\)",
+        match=r"weight tensor 'encoder.blocks.0.conv0.weight': expected shape \(32, 4, 3, 3\)",
     ):
         TorchBackend().load(path)
 

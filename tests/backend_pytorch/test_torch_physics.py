@@ -168,7 +168,7 @@ def test_gridsize_two_amplitudes_come_from_the_patches_at_each_position() -> Non
     xs = centre - offsets[0, :, 0].numpy()
     ys = centre - offsets[0, :, 1].numpy()
     patches = geometry.extract_patches(canvas, xs, ys, N)
-    expected = 31.25 * core_physics.diffraction_amplitude(patches, probe)
+    expected = 31.25 * network.output_gain * core_physics.diffraction_amplitude(patches, probe)
     found = out.amplitude.detach().numpy()[0]
     np.testing.assert_allclose(found, expected, rtol=1e-4, atol=1e-4 * expected.max())
 

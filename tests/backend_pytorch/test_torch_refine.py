@@ -71,7 +71,7 @@ def test_refinement_refuses_another_architecture_or_backend(
 ) -> None:
     config = small_model.config
     wider = config.replace(model=config.model.replace(n_filters_scale=3))
-    with pytest.raises(ValueError, match=r"n_filters_scale: 3 in the config, 2 in the model"):
+    with pytest.raises(ValueError, match=r"n_filters_scale: 3 in the config, 1 in the model"):
         TorchBackend().train_from(small_model, small_training, wider, hooks=hooks_for())
     foreign = dataclasses.replace(small_model, backend="tensorflow")
     with pytest.raises(BackendMismatchError, match="'tensorflow'"):

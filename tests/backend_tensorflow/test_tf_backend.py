@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
 import zipfile
 from collections.abc import Callable
@@ -71,7 +72,9 @@ def test_train_save_load_infer_within_90_seconds(tmp_path: Path) -> None:
     assert manifest["backend"] == "tensorflow" and set(manifest["payload"]) == {WEIGHTS_NAME}
     assert set(manifest["framework"]) == {"tensorflow", "keras"}
     assert manifest["extra"]["output_gain"] == pytest.approx(model.network.output_gain)
-    assert manifest["extra"]["parameters"] == 2_331_773
+    assert (
+        manifest["extra"]["parameters"] == 585_245
+    )  # N 64, gridsize 1, n_filters_scale 1: 585,244 + the gain
     assert manifest["history"] == json.loads(json.dumps(model.history))
     assert loaded.history == model.history and loaded.config == model.config
     assert np.array_equal(loaded.probe, model.probe)
@@ -131,8 +134,9 @@ def test_forward_equals_infer(model: TrainedModel) -> None:
     batched = BACKEND.infer(
         model, groups, InferenceConfig(batch_size=2, accelerator="cpu"), hooks=hooks_for()
     )
-    # other batch sizes may pick other oneDNN kernels: equal to float32 round-off
-    np.testing.assert_allclose(batched, bare, rtol=1e-5, atol=1e-6 * float(np.abs(bare).max()))
+    # other batch sizes may pick other oneDNN kernels: equal to float32 round-off, which
+    # accumulates through the ~20 layers to a few 1e-6 of the largest value
+    np.testing.assert_allclose(batched, bare, rtol=1e-5, atol=1e-5 * float(np.abs(bare).max()))
 
 
 def test_bfloat16_inference_is_close_to_float32(model: TrainedModel) -> None:
@@ -248,7 +252,7 @@ def _remove(file: Path) -> None:
         ),
         (
             _reshape("decoder_amp/head/vars/0"),
-            r"weight 'decoder_amp.head.kernel' .*expected shape \(3, 3, 60, 1\) float32 .*found \(3, 3, 60, 2\)",
+            r"weight 'decoder_amp.head.kernel' .*expected shape \(3, 3, 28, 1\) float32 .*found \(3, 3, 60, 2\)",
         ),
         (
             _add_dataset,
@@ -289,7 +293,8 @@ def test_inconsistent_probe_and_gain_are_refused(model: TrainedModel, tmp_path: 
     path = _bundle(tmp_path, model, None, extra={"output_gain": 5.0})
     with pytest.raises(
         BundleError,
-        match=r"manifest extra .output_gain. is 5\.0 but the weight .log_gain. gives 1\.0",
+        match=rf"manifest extra .output_gain. is 5\.0 but the weight .log_gain. gives "
+        rf"{re.escape(f'{model.network.output_gain:.6g}')}",
     ):
         BACKEND.load(path)
 
@@ -356,4 +361,4 @@ def test_gridsize_two_trains_and_infers_merged_patches() -> None:
         model, groups, InferenceConfig(batch_size=4, accelerator="cpu"), hooks=hooks_for()
     )
     assert patches.shape == (10, 64, 64, 1) and np.all(np.isfinite(patches.view(np.float32)))
-    assert model.extra["parameters"] == 2_340_208 + 1
+    assert model.extra["parameters"] == 589_361  # gridsize 2, n_filters_scale 1, with the gain

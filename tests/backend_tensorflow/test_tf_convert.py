@@ -19,7 +19,9 @@ BACKEND = TensorFlowBackend()
 
 @pytest.fixture(scope="module")
 def model():
-    return untrained_model(small_config(model=ModelConfig(N=64, gridsize=2)), seed=7)
+    return untrained_model(
+        small_config(model=ModelConfig(N=64, gridsize=2, n_filters_scale=2)), seed=7
+    )
 
 
 def test_exported_names_shapes_and_layout(model) -> None:
@@ -28,7 +30,8 @@ def test_exported_names_shapes_and_layout(model) -> None:
     assert len(arrays) == 45 and "probe.real" not in arrays
     assert arrays["encoder.blocks.0.conv0.kernel"].shape == (3, 3, 4, 64)
     assert arrays["decoder_phase.outer.head.bias"].shape == (4,)
-    assert arrays["log_gain"].shape == () and arrays["log_gain"] == 0.0
+    assert arrays["log_gain"].shape == ()
+    assert arrays["log_gain"] == pytest.approx(np.log(network.output_gain))
     assert all(a.dtype == np.float32 and a.flags.owndata for a in arrays.values())
     assert sum(a.size for a in arrays.values()) == 2_340_208 + 1
     kernel = network.named_weights()["decoder_amp.head.kernel"].numpy()

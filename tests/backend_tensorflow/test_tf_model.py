@@ -32,17 +32,19 @@ def _count(layer) -> int:
 
 @pytest.mark.parametrize(("N", "gridsize"), sorted(GENERATOR_PARAMETERS))
 def test_parameter_counts_match_the_table(N: int, gridsize: int) -> None:
-    network = _network(ModelConfig(N=N, gridsize=gridsize))
+    network = _network(ModelConfig(N=N, gridsize=gridsize, n_filters_scale=2))
     expected = GENERATOR_PARAMETERS[(N, gridsize)]
     assert network.generator_parameters() == expected
     assert network.trainable_parameters() == expected + 1  # the output gain comes on top
-    frozen = _network(ModelConfig(N=N, gridsize=gridsize), intensity_scale_trainable=False)
+    frozen = _network(
+        ModelConfig(N=N, gridsize=gridsize, n_filters_scale=2), intensity_scale_trainable=False
+    )
     assert frozen.trainable_parameters() == expected
 
 
 def test_final_stage_split_of_the_n64_generator() -> None:
-    """§3: encoder 1,144,256; decoder base 553,344; final stage 541 + 39,873."""
-    network = _network(ModelConfig(N=64, gridsize=1))
+    """§3 (n_filters_scale 2): encoder 1,144,256; decoder base 553,344; final stage 541 + 39,873."""
+    network = _network(ModelConfig(N=64, gridsize=1, n_filters_scale=2))
     assert _count(network.encoder) == 1_144_256
     assert sum(_count(block) for block in network.decoder_amp.blocks) == 553_344
     assert _count(network.decoder_amp.head) == 541
@@ -51,7 +53,7 @@ def test_final_stage_split_of_the_n64_generator() -> None:
 
 
 def test_weight_names_form_the_documented_hierarchy() -> None:
-    network = _network(ModelConfig(N=64, gridsize=2))
+    network = _network(ModelConfig(N=64, gridsize=2, n_filters_scale=2))
     named = network.named_weights()
     assert {id(v) for v in named.values()} == {id(v) for v in network.weights}  # every variable
     assert len(named) == len(network.weights)
@@ -73,7 +75,7 @@ def test_weight_names_form_the_documented_hierarchy() -> None:
     assert tuple(named["encoder.blocks.0.conv0.kernel"].shape) == (3, 3, 4, 64)  # HWIO, all C in
     assert tuple(named["decoder_amp.head.kernel"].shape) == (3, 3, 60, 4)  # 32n − 4 in, C heads
     assert tuple(named["log_gain"].shape) == ()
-    flat = _network(ModelConfig(N=64, pad_object=False)).named_weights()
+    flat = _network(ModelConfig(N=64, pad_object=False, n_filters_scale=2)).named_weights()
     assert "decoder_amp.up.conv0.kernel" in flat and "decoder_amp.outer.head.kernel" not in flat
     assert tuple(flat["decoder_amp.up.conv0.kernel"].shape) == (3, 3, 64, 64)
 

@@ -78,7 +78,7 @@ def test_refinement_refuses_another_architecture_or_backend(
 ) -> None:
     config = model.config
     wider = config.replace(model=config.model.replace(n_filters_scale=3))
-    with pytest.raises(ValueError, match=r"n_filters_scale: 3 in the config, 2 in the model"):
+    with pytest.raises(ValueError, match=r"n_filters_scale: 3 in the config, 1 in the model"):
         TensorFlowBackend().train_from(model, training, wider, hooks=hooks_for())
     foreign = dataclasses.replace(model, backend="pytorch")
     with pytest.raises(BackendMismatchError, match="'pytorch'"):

@@ -9,12 +9,19 @@ import pytest
 from helpers_tf import Recorder, hooks_for, small_config
 
 from ptycho_core.config import ModelConfig, TrainingConfig
-from ptycho_core.physics import poisson_nll
+from ptycho_core.physics import initial_output_gain, poisson_nll
+from ptycho_core.schedule import LearningRateSchedule
 from ptycho_core.simulate import default_dataset
 from ptycho_core.workflows import prepare_training_data
 from ptycho_tf._keras import keras, tf
 from ptycho_tf.backend import TensorFlowBackend
-from ptycho_tf.training import PlateauSchedule, build_network, make_callbacks, resolve_devices
+from ptycho_tf.training import (
+    ScheduleCallback,
+    build_network,
+    fit,
+    make_callbacks,
+    resolve_devices,
+)
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +85,11 @@ def test_hooks_history_and_returned_model(trained) -> None:
     assert model.backend == "tensorflow" and model.config.backend == "tensorflow"
     assert model.probe.dtype == np.complex64 and np.array_equal(model.probe, data.probe)
     assert model.intensity_scale == data.intensity_scale
-    assert model.extra["output_gain"] == model.network.output_gain != 1.0  # the gain trained
-    assert model.extra["parameters"] == 2_331_773
+    assert model.extra["output_gain"] == model.network.output_gain
+    assert model.extra["output_gain"] != pytest.approx(initial_output_gain(data.probe), rel=1e-6)
+    assert (
+        model.extra["parameters"] == 585_245
+    )  # N 64, gridsize 1, n_filters_scale 1: 585,244 + the gain
     assert model.network.precision == "32"
     assert getattr(model.network, "optimizer", None) is None  # a clean copy, not the fitted model
 
@@ -155,33 +165,80 @@ def test_gpu_accelerator_without_a_gpu_is_an_error() -> None:
     assert resolve_devices("cpu", "auto") == [d.name for d in tf.config.list_logical_devices("CPU")]
 
 
-def test_plateau_schedule_follows_keras_rules() -> None:
-    network = build_network(ModelConfig(N=64), np.ones((64, 64), np.complex64), 1.0)
-    network.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-3), loss="mse")
-    schedule = PlateauSchedule("val_loss", factor=0.5, patience=2, min_lr=3e-4)
-    schedule.set_model(network)
-    schedule.on_train_begin()
-    rates = []
-    for value in [1.0, 0.9, 0.95, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9]:
-        schedule.on_epoch_end(len(rates), {"val_loss": value})
-        rates.append(float(network.optimizer.learning_rate.numpy()))
-    # improvement at epochs 0, 1; two bad epochs (2, 3) → halve; two more → floor at min_lr
-    np.testing.assert_allclose(
-        rates, [1e-3, 1e-3, 1e-3, 5e-4, 5e-4, 3e-4, 3e-4, 3e-4, 3e-4], rtol=1e-6
+class StepRates(keras.callbacks.Callback):
+    """The rate of every optimiser step, read from the optimiser right after the step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rates: list[float] = []
+        self.steps: list[int] = []
+
+    def on_train_batch_end(self, batch: int, logs=None) -> None:
+        optimizer = self.model.optimizer
+        self.rates.append(float(optimizer.learning_rate.numpy()))
+        self.steps.append(int(optimizer.iterations.numpy()) - 1)
+
+
+def test_every_step_uses_the_rate_of_the_shared_schedule(dataset) -> None:
+    """24 training groups in batches of 8: 3 steps an epoch, 9 in all, 4 of them warmup."""
+    config = small_config(
+        nepochs=3,
+        batch_size=8,
+        learning_rate=2e-3,
+        min_learning_rate=1e-4,
+        lr_warmup_steps=4,
+        early_stop_patience=5,
     )
+    data = prepare_training_data(dataset, config)
+    expected = [LearningRateSchedule(config, 9).rate(s) for s in range(9)]
+    assert expected[3] == 2e-3 and expected[-1] == 1e-4
+    first = StepRates()
+    network, history = fit(data, config, hooks_for(), callbacks=[first])
+    assert len(history["loss"]) == 3
+    assert first.steps == list(range(9))
+    np.testing.assert_allclose(first.rates, expected, rtol=1e-7)  # a float32 variable
+    # a warm start runs a schedule of its own, from its first step
+    again = StepRates()
+    fit(data, config, hooks_for(), initial=network, callbacks=[again])
+    assert again.rates == first.rates
+
+
+@pytest.mark.parametrize("validation_split", [0.25, 0.0])
+def test_plateau_schedule_cuts_the_rate_when_the_loss_stalls(dataset, validation_split) -> None:
+    """At a rate of 1e-9 the network does not move: after the first epoch the monitored loss
+    (val_loss, or loss without validation) never improves by 1e-4, so every epoch cuts.
+    (1e3 photons keep the loss near 1, where float32 round-off stays far below 1e-4.)"""
+    config = small_config(
+        nphotons=1e3,
+        nepochs=4,
+        batch_size=16,
+        validation_split=validation_split,
+        lr_schedule="plateau",
+        lr_warmup_steps=2,
+        learning_rate=1e-9,
+        min_learning_rate=3e-10,
+        lr_plateau_factor=0.5,
+        lr_plateau_patience=1,
+        early_stop_patience=10,
+    )
+    recorder = StepRates()
+    _, history = fit(
+        prepare_training_data(dataset, config), config, hooks_for(), callbacks=[recorder]
+    )
+    monitored = history["val_loss" if validation_split else "loss"]
+    assert len(monitored) == 4 and max(monitored) - min(monitored) < 1e-4
+    # 24 or 32 groups in batches of 16: 2 steps an epoch; warmup over the first 2 steps,
+    # improvement at epoch 0, cuts after epochs 1 and 2 (the second one to the floor)
+    expected = [5e-10, 1e-9, 1e-9, 1e-9, 5e-10, 5e-10, 3e-10, 3e-10]
+    np.testing.assert_allclose(recorder.rates, expected, rtol=1e-7)
 
 
 def test_callbacks_wire_the_config_and_early_stopping_watches_the_training_loss() -> None:
-    config = small_config(
-        lr_plateau_factor=0.25, lr_plateau_patience=3, min_learning_rate=1e-5, early_stop_patience=2
-    )
-    plateau, stopping, relay = make_callbacks(config, hooks_for(), 10, has_validation=True)
-    assert (plateau.monitor, plateau.factor, plateau.patience, plateau.min_lr) == (
-        "val_loss",
-        0.25,
-        3,
-        1e-5,
-    )
+    config = small_config(nepochs=3, batch_size=4, lr_schedule="plateau", early_stop_patience=2)
+    schedule, stopping, relay = make_callbacks(config, hooks_for(), 10, has_validation=True)
+    assert isinstance(schedule, ScheduleCallback) and schedule.monitor == "val_loss"
+    assert schedule.schedule.total_steps == 9  # 3 epochs of ⌈10 / 4⌉ batches
+    assert schedule.schedule.kind == "plateau"
     assert make_callbacks(config, hooks_for(), 10, has_validation=False)[0].monitor == "loss"
     assert relay.n_groups == 10
     network = build_network(ModelConfig(N=64), np.ones((64, 64), np.complex64), 1.0)

@@ -160,11 +160,11 @@ def test_mismatched_architectures_name_the_array() -> None:
         match=r"backend 'pytorch' cannot import the weights of backend 'tensorflow': import_arrays: array 'decoder_amp.outer.head.bias' does not belong",
     ):
         convert_model(other, TF, TORCH)
-    wrong_width = other.config.replace(model=ModelConfig(N=64, n_filters_scale=1))
+    wrong_width = other.config.replace(model=ModelConfig(N=64, n_filters_scale=2))
     arrays = TF.export_arrays(source)
     with pytest.raises(
         ValueError,
-        match=r"array 'encoder.blocks.0.conv0.kernel': expected shape \(3, 3, 1, 32\), found \(3, 3, 1, 64\)",
+        match=r"array 'encoder.blocks.0.conv0.kernel': expected shape \(3, 3, 1, 64\), found \(3, 3, 1, 32\)",
     ):
         TORCH.import_arrays(arrays, config=wrong_width, probe=source.probe, intensity_scale=S0)
 

@@ -89,6 +89,8 @@ _CHUNK = 256  # windows handled at once where all of them would not fit in memor
 # Settings with no meaning for an iterative solver: refused unless left at their default.
 _UNUSED_TRAINING = (
     "learning_rate",
+    "lr_schedule",
+    "lr_warmup_steps",
     "lr_plateau_factor",
     "lr_plateau_patience",
     "min_learning_rate",

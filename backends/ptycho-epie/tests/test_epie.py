@@ -75,6 +75,8 @@ def test_backends_lists_epie_with_its_distribution() -> None:
     ("changes", "field"),
     [
         ({"learning_rate": 1e-2}, "learning_rate"),
+        ({"lr_schedule": "plateau"}, "lr_schedule"),
+        ({"lr_warmup_steps": 0}, "lr_warmup_steps"),
         ({"precision": "bf16-mixed"}, "precision"),
         ({"accelerator": "gpu"}, "accelerator"),
         ({"devices": 2}, "devices"),

@@ -66,6 +66,8 @@ TRAINING_SETTINGS: Mapping[str, str] = {
     "ProbeTrainable": "probe_trainable",
     "IntensityScaleTrainable": "intensity_scale_trainable",
     "ValidationSplit": "validation_split",
+    "LearningRateSchedule": "lr_schedule",
+    "LearningRateWarmupSteps": "lr_warmup_steps",
     "LearningRatePlateauFactor": "lr_plateau_factor",
     "LearningRatePlateauPatience": "lr_plateau_patience",
     "MinLearningRate": "min_learning_rate",
