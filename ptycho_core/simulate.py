@@ -376,12 +376,20 @@ def simulate(config: SimulationConfig) -> PtychoData:
 
 
 def default_simulation_config(
-    split: str = "train", *, N: int = 64, n_positions: int | None = None, seed: int | None = None
+    split: str = "train",
+    *,
+    N: int = 64,
+    n_positions: int | None = None,
+    seed: int | None = None,
+    nphotons: float = 1e9,
+    n_objects: int = 1,
 ) -> SimulationConfig:
     """The config behind :func:`default_dataset` (for inspection or variation).
 
     Train and test share probe, scan kind and step but use different seeds
-    (2·seed for 'train', 2·seed + 1 for 'test'), hence different objects.
+    (2·seed for 'train', 2·seed + 1 for 'test'), hence different objects; with
+    ``n_objects`` > 1 the extra objects are new draws of the same split's seed, so a
+    training set of many objects never contains the test object.
     """
     if split not in SPLITS:
         raise ValueError(f"default_dataset: split expected one of {SPLITS!r}, found {split!r}")
@@ -394,17 +402,30 @@ def default_simulation_config(
         N=N,
         n_positions=n_positions,
         step=_DEFAULT_STEP * min(1.0, N / 64),
+        nphotons=nphotons,
+        n_objects=n_objects,
         seed=2 * base + SPLITS.index(split),
     )
 
 
 def default_dataset(
-    split: str = "train", *, N: int = 64, n_positions: int | None = None, seed: int | None = None
+    split: str = "train",
+    *,
+    N: int = 64,
+    n_positions: int | None = None,
+    seed: int | None = None,
+    nphotons: float = 1e9,
+    n_objects: int = 1,
 ) -> PtychoData:
     """The embedded default dataset of the demo and the tests.
 
     'lines' object with phase, focused probe, Fermat spiral with 7 px neighbour spacing
     (scaled down for N < 64), nphotons 1e9; 512 positions on a 256×256 object for
     'train', 256 positions on a 208×208 object for 'test'. Train and test objects differ.
+    ``nphotons`` sets the dose and ``n_objects`` the number of objects (each with the
+    split's scan), e.g. a larger training set.
     """
-    return simulate(default_simulation_config(split, N=N, n_positions=n_positions, seed=seed))
+    config = default_simulation_config(
+        split, N=N, n_positions=n_positions, seed=seed, nphotons=nphotons, n_objects=n_objects
+    )
+    return simulate(config)

@@ -239,6 +239,19 @@ def test_bench_json_reports_rates_and_ratios() -> None:
     assert report["reference_gflops"] > 0
 
 
+def test_simulate_sets_dose_and_number_of_objects(tmp_path: Path) -> None:
+    path = tmp_path / "two.npz"
+    args = ("simulate", str(path), "-N", "32", "--n-positions", "40")
+    run(*args, "--nphotons", "1e4", "--n-objects", "2")
+    data = load_npz(path)
+    assert data.n_positions == 80 and sorted(set(data.scan_index.tolist())) == [0, 1]
+    # patterns are Poisson counts scaled to ~1e4 photons each
+    assert np.mean(np.sum(data.diffraction.astype(np.float64) ** 2, axis=(1, 2))) == (
+        pytest.approx(1e4, rel=0.05)
+    )
+    assert_one_line_error(run(*args, "--n-objects", "0", check=False), "n_objects")
+
+
 def test_version_and_help() -> None:
     assert run("--version").stdout.startswith("ptycho ")
     assert "backends" in run("--help").stdout
@@ -262,11 +275,9 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
     for name in ("train.npz", "test.npz", "model.ptycho", "reconstruction.npz", "metrics.json"):
         assert (out / name).is_file(), name
     assert (out / "demo.png").read_bytes()[:4] == b"\x89PNG"
-    assert set(json.loads((out / "metrics.json").read_text())) >= {
-        "amplitude_ssim",
-        "phase_ssim",
-        "phase_ssim_upstream",
-    }
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) >= {"amplitude_ssim", "phase_ssim", "phase_ssim_upstream"}
+    assert metrics["train_seconds"] > 0 and "trained in" in result.stdout
 
 
 # ----------------------------------------------------------------------- optional capabilities

@@ -87,7 +87,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         config = SimulationConfig.from_dict(json.loads(Path(args.config).read_text()))
         data = simulate(config)
     else:
-        data = default_dataset(args.split, N=args.N, n_positions=args.n_positions, seed=args.seed)
+        data = default_dataset(
+            args.split,
+            N=args.N,
+            n_positions=args.n_positions,
+            seed=args.seed,
+            nphotons=args.nphotons,
+            n_objects=args.n_objects,
+        )
     save_npz(data, args.output)
     print(
         f"wrote {args.output}: {data.n_positions} patterns of {data.N}×{data.N}, "
@@ -316,6 +323,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         output_dir=Path(args.output_dir),
         epochs=args.epochs,
         n_groups=args.n_groups,
+        nphotons=args.nphotons,
         hooks=_progress(args),
     )
     return 0
@@ -360,6 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("-N", "--N", type=int, default=64, help="pattern size")
     simulate.add_argument("--n-positions", type=int, help="number of scan positions")
     simulate.add_argument("--seed", type=int, help="random seed (default: the split's own)")
+    simulate.add_argument(
+        "--nphotons", type=float, default=1e9, help="mean photons per pattern (default 1e9)"
+    )
+    simulate.add_argument(
+        "--n-objects", type=int, default=1, help="objects side by side, each scanned (default 1)"
+    )
     simulate.add_argument("--config", type=Path, help="JSON SimulationConfig (overrides the above)")
     simulate.set_defaults(run=cmd_simulate)
 
@@ -462,6 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output-dir", type=Path, default=Path("ptycho-demo"), help="outputs")
     demo.add_argument("--epochs", type=int, default=None, help="training epochs")
     demo.add_argument("--n-groups", type=int, default=None, help="training groups")
+    demo.add_argument(
+        "--nphotons", type=float, default=1e9, help="photons per simulated pattern (default 1e9)"
+    )
     demo.set_defaults(run=cmd_demo)
     return parser
 
