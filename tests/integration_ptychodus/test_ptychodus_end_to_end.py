@@ -48,6 +48,7 @@ FAST = {
     "NumFiltersScale": 1,
     "ObjectBig": False,
     "LearningRate": 2e-3,
+    "LearningRateWarmupSteps": 16,  # of 64 steps in all
     "BatchSize": 8,
     "Seed": 3,
     "Accelerator": "cpu",
@@ -164,8 +165,9 @@ def test_reconstruction_beats_an_untrained_model(run: Run, record_property) -> N
     for name, value in run.seconds.items():
         record_property(f"seconds_{name}", round(value, 1))
     trained, untrained = scores["trained"], scores["untrained"]
-    # Deterministic on the CPU; measured: amplitude SSIM 0.244 vs 0.195, PSNR 15.6 vs 13.8 dB,
-    # MAE 0.098 vs 0.122 (the untrained model's phase is as good: the object's phase is flat).
+    # Deterministic on the CPU; measured: amplitude SSIM 0.246 vs 0.195, PSNR 15.4 vs 13.8 dB,
+    # MAE 0.101 vs 0.122 (64 optimiser steps: a check that training reaches Ptychodus, not a
+    # quality figure; the untrained phase is nearly as good: the object's phase is smooth).
     assert trained["amplitude_ssim"] > untrained["amplitude_ssim"] + 0.025, scores
     assert trained["amplitude_psnr"] > untrained["amplitude_psnr"] + 0.8, scores
     assert trained["amplitude_mae"] < 0.9 * untrained["amplitude_mae"], scores
