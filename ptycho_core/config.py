@@ -297,7 +297,9 @@ class TrainingConfig(_ConfigMixin):
         "floor of the learning-rate schedule", _positive_real, default=1e-4
     )
     early_stop_patience: int = _doc(
-        "epochs without training-loss improvement before stopping", _int_at_least(1), default=3
+        "epochs without training-loss improvement before stopping ('plateau' schedule)",
+        _int_at_least(1),
+        default=3,
     )
     seed: int = _doc(
         "seed of grouping, weight initialisation and shuffling", _int_at_least(0), default=42

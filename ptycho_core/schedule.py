@@ -10,14 +10,18 @@ Two schedules (``TrainingConfig.lr_schedule``), both after a linear warmup of
 into a flat-object state it leaves only slowly; the warmup avoids that.
 
 - ``'cosine'``: from step ``W`` on, a half cosine from ``learning_rate`` down to
-  ``min_learning_rate`` at the last step of the run (``nepochs`` epochs), whether or not
-  early stopping ends the run sooner.
+  ``min_learning_rate`` at the last step of the run (``nepochs`` epochs). The schedule
+  sets the run's length: there is no early stopping (:func:`stops_early`), which on a
+  loss that improves by less than its batch-to-batch noise would cut off the low-rate
+  end where the cosine does its finest work.
 - ``'plateau'``: Keras' ReduceLROnPlateau, upstream PtychoPINN's schedule. After
   ``lr_plateau_patience`` epochs (at least one) in which the monitored loss did not fall
   more than 1e-4 below the best so far, the rate is multiplied by ``lr_plateau_factor``,
   never below ``min_learning_rate``, and the count restarts. The monitored loss is
   ``val_loss`` with a validation split, else ``loss`` (:func:`monitored_loss`). The warmup
   ramps up to the current plateau rate; with ``lr_warmup_steps=0`` this is Keras' rule alone.
+  Training also stops early, after ``early_stop_patience`` epochs without a lower
+  training loss.
 """
 
 from __future__ import annotations
@@ -28,10 +32,16 @@ from typing import Any
 
 from ptycho_core.config import LR_SCHEDULES, TrainingConfig
 
-__all__ = ["PLATEAU_MIN_DELTA", "LearningRateSchedule", "monitored_loss"]
+__all__ = ["PLATEAU_MIN_DELTA", "LearningRateSchedule", "monitored_loss", "stops_early"]
 
 PLATEAU_MIN_DELTA = 1e-4
 """An epoch improves when the monitored loss falls more than this below the best (Keras)."""
+
+
+def stops_early(config: TrainingConfig) -> bool:
+    """Whether training stops after ``early_stop_patience`` epochs without improvement:
+    only under the 'plateau' schedule ('cosine' runs its ``nepochs`` to the end)."""
+    return config.lr_schedule == "plateau"
 
 
 def monitored_loss(has_validation: bool) -> str:

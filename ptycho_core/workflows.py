@@ -211,7 +211,7 @@ def train_cdi_model(
 def refinement_config(model: TrainedModel, epochs: int) -> TrainingConfig:
     """The default settings of :func:`refine_model`: the model's training config for
     ``epochs`` epochs on one group per position, without a validation split (every
-    pattern of the scan is to be fitted); early stopping as in training."""
+    pattern of the scan is to be fitted); warmup and schedule as in training."""
     return model.config.replace(nepochs=epochs, n_groups=None, validation_split=0.0)
 
 

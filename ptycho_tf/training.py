@@ -34,7 +34,7 @@ from ptycho_core.config import ModelConfig, TrainingConfig
 from ptycho_core.hooks import HookRelay
 from ptycho_core.physics import initial_output_gain
 from ptycho_core.protocol import TrainingData
-from ptycho_core.schedule import LearningRateSchedule, monitored_loss
+from ptycho_core.schedule import LearningRateSchedule, monitored_loss, stops_early
 from ptycho_tf import physics
 from ptycho_tf._keras import keras, tf
 from ptycho_tf.model import PtychoPINN
@@ -349,21 +349,19 @@ def seeded_and_deterministic(seed: int) -> Iterator[None]:
 def make_callbacks(
     config: TrainingConfig, hooks: HookRelay, n_groups: int, *, has_validation: bool
 ) -> list[keras.callbacks.Callback]:
-    """Schedule, early stopping and the hook relay (last, so it sees the final epoch state).
+    """Schedule, early stopping (under the 'plateau' schedule only) and the hook relay
+    (last, so it sees the final epoch state).
 
     ``n_groups`` training groups make ``nepochs × ⌈n_groups / batch_size⌉`` optimiser steps
     (the dataset's batches are global batches, also under MirroredStrategy).
     """
     total_steps = config.nepochs * math.ceil(n_groups / config.batch_size)
+    stopping = keras.callbacks.EarlyStopping(
+        monitor="loss", patience=config.early_stop_patience, min_delta=0.0, mode="min", verbose=0
+    )
     return [
         ScheduleCallback(config, total_steps, has_validation=has_validation),
-        keras.callbacks.EarlyStopping(
-            monitor="loss",
-            patience=config.early_stop_patience,
-            min_delta=0.0,
-            mode="min",
-            verbose=0,
-        ),
+        *([stopping] if stops_early(config) else []),
         HookCallback(hooks, config, n_groups),
     ]
 

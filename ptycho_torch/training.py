@@ -37,7 +37,7 @@ from ptycho_core.config import ModelConfig, TrainingConfig
 from ptycho_core.hooks import HookRelay
 from ptycho_core.physics import initial_output_gain
 from ptycho_core.protocol import TrainingData
-from ptycho_core.schedule import LearningRateSchedule, monitored_loss
+from ptycho_core.schedule import LearningRateSchedule, monitored_loss, stops_early
 from ptycho_torch import physics
 from ptycho_torch.model import PtychoPINN
 
@@ -410,7 +410,8 @@ def fit(
             ),
         )
         callback = HookCallback(hooks, config, train_part.n_groups)
-        trainer = make_trainer(config, [callback, early_stopping(config), *callbacks], root)
+        stopping = [early_stopping(config)] if stops_early(config) else []
+        trainer = make_trainer(config, [callback, *stopping, *callbacks], root)
         train_loader = make_dataloader(
             train_part, config.batch_size, shuffle=True, seed=config.seed
         )

@@ -10,7 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ptycho_core.config import LR_SCHEDULES, TrainingConfig
-from ptycho_core.schedule import PLATEAU_MIN_DELTA, LearningRateSchedule, monitored_loss
+from ptycho_core.schedule import (
+    PLATEAU_MIN_DELTA,
+    LearningRateSchedule,
+    monitored_loss,
+    stops_early,
+)
 
 
 def _config(**changes) -> TrainingConfig:
@@ -160,6 +165,12 @@ def test_plateau_warmup_ramps_to_the_current_rate() -> None:
     assert [schedule.rate(s) for s in range(5)] == pytest.approx(
         [1.25e-4, 2.5e-4, 3.75e-4, 5e-4, 5e-4]
     )
+
+
+def test_only_the_plateau_schedule_stops_early() -> None:
+    assert stops_early(TrainingConfig(lr_schedule="plateau"))
+    assert not stops_early(TrainingConfig(lr_schedule="cosine"))  # the cosine sets the length
+    assert not stops_early(TrainingConfig())
 
 
 def test_monitored_loss_is_the_validation_loss_when_there_is_one() -> None:

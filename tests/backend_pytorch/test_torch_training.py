@@ -216,6 +216,14 @@ def test_without_validation_split_training_still_schedules(small_training: Train
     assert set(model.history) == {"loss"} and len(model.history["loss"]) == 2
 
 
+def test_the_cosine_schedule_runs_every_epoch(small_training: TrainingData) -> None:
+    # a rate of ~0: no epoch improves on the first by more than round-off, so early
+    # stopping with patience 1 would end the run after two or three epochs
+    frozen = {"learning_rate": 1e-12, "min_learning_rate": 1e-12, "early_stop_patience": 1}
+    model = _train(small_training, nepochs=5, validation_split=0.0, **frozen)
+    assert len(model.history["loss"]) == 5
+
+
 def test_supervised_model_trains_on_object_patches(train_set) -> None:
     config = small_config(
         model=ModelConfig(N=64, gridsize=2, model_type="supervised"), n_groups=16, batch_size=8

@@ -240,6 +240,10 @@ def test_callbacks_wire_the_config_and_early_stopping_watches_the_training_loss(
     assert schedule.schedule.total_steps == 9  # 3 epochs of ⌈10 / 4⌉ batches
     assert schedule.schedule.kind == "plateau"
     assert make_callbacks(config, hooks_for(), 10, has_validation=False)[0].monitor == "loss"
+    cosine = make_callbacks(
+        config.replace(lr_schedule="cosine"), hooks_for(), 10, has_validation=True
+    )
+    assert not any(isinstance(c, keras.callbacks.EarlyStopping) for c in cosine)  # runs nepochs
     assert relay.n_groups == 10
     network = build_network(ModelConfig(N=64), np.ones((64, 64), np.complex64), 1.0)
     network.stop_training = False  # what fit sets before the first epoch
