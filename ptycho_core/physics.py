@@ -49,17 +49,20 @@ def probe_disk_mask(N: int) -> np.ndarray:
     return radius < N // 4
 
 
+def _square_probe(probe: np.ndarray, caller: str) -> np.ndarray:
+    probe = np.asarray(probe)
+    if probe.ndim != 2 or probe.shape[0] != probe.shape[1]:
+        raise ValueError(f"{caller}: expected a square (N, N) probe, found shape {probe.shape}")
+    return probe
+
+
 def normalize_probe(probe: np.ndarray, probe_scale: float) -> np.ndarray:
     """``P / (probe_scale · mean(|mask · P|))`` as complex64: the probe every backend uses.
 
     Normalising once, in the core, keeps the two frameworks on the same probe level
     (upstream torch divided by ``probe_scale`` a second time inside its forward pass).
     """
-    probe = np.asarray(probe)
-    if probe.ndim != 2 or probe.shape[0] != probe.shape[1]:
-        raise ValueError(
-            f"normalize_probe: expected a square (N, N) probe, found shape {probe.shape}"
-        )
+    probe = _square_probe(probe, "normalize_probe")
     if not (np.isfinite(probe_scale) and probe_scale > 0):
         raise ValueError(f"normalize_probe: expected probe_scale > 0, found {probe_scale!r}")
     mask = probe_disk_mask(probe.shape[0])
@@ -82,11 +85,7 @@ def initial_output_gain(probe: np.ndarray, *, object_level: float = OBJECT_LEVEL
     instead of asking the network to reach whatever level ``probe_scale`` happens to imply
     (for a structured probe that can lie beyond a sigmoid's ceiling of 1).
     """
-    probe = np.asarray(probe)
-    if probe.ndim != 2 or probe.shape[0] != probe.shape[1]:
-        raise ValueError(
-            f"initial_output_gain: expected a square (N, N) probe, found shape {probe.shape}"
-        )
+    probe = _square_probe(probe, "initial_output_gain")
     if not (np.isfinite(object_level) and object_level > 0):
         raise ValueError(f"initial_output_gain: expected object_level > 0, found {object_level!r}")
     power = float(np.sum(np.abs(probe.astype(np.complex128)) ** 2))

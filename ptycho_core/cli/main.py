@@ -324,6 +324,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         n_groups=args.n_groups,
         nphotons=args.nphotons,
+        precision=args.precision,
         hooks=_progress(args),
     )
     return 0
@@ -478,6 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--n-groups", type=int, default=None, help="training groups")
     demo.add_argument(
         "--nphotons", type=float, default=1e9, help="photons per simulated pattern (default 1e9)"
+    )
+    demo.add_argument(
+        "--precision", choices=PRECISIONS, default="32", help="training precision (default 32)"
     )
     demo.set_defaults(run=cmd_demo)
     return parser
