@@ -93,7 +93,9 @@ def test_compare_with_truth_rejects_bad_input(data):
 def test_the_comparison_figure_is_a_png(data, tmp_path: Path):
     c = compare_with_truth(_stitched_truth(data), data, amplitude_scale=1 / SCALE)
     path = tmp_path / "demo.png"
-    save_truth_comparison(c, path, history={"loss": [3.0, 2.0, 1.5]}, caption="caption")
+    save_truth_comparison(
+        c, path, history={"loss": [3.0, 2.0, 1.5], "val_loss": []}, caption="caption"
+    )
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
