@@ -8,7 +8,7 @@ from ptycho_core.config import ModelConfig, TrainingConfig
 from ptycho_core.hooks import make_plugin_manager
 from ptycho_core.testing import HookRecorder as Recorder
 
-__all__ = ["Recorder", "hooks_for", "small_config"]
+__all__ = ["STALLED_PLATEAU", "Recorder", "hooks_for", "small_config"]
 
 
 def hooks_for(recorder: Recorder | None = None):
@@ -30,3 +30,22 @@ def small_config(**changes: Any) -> TrainingConfig:
     }
     values.update(changes)
     return TrainingConfig(**values)
+
+
+STALLED_PLATEAU: dict[str, Any] = {
+    "nphotons": 1e3,
+    "nepochs": 4,
+    "batch_size": 16,
+    "lr_schedule": "plateau",
+    "lr_warmup_steps": 2,
+    "learning_rate": 1e-9,
+    "min_learning_rate": 3e-10,
+    "lr_plateau_factor": 0.5,
+    "lr_plateau_patience": 1,
+    "early_stop_patience": 10,
+}
+"""Changes to :func:`small_config` under which the 'plateau' schedule cuts every epoch.
+
+At a rate of 1e-9 the network does not move, so after the first epoch the monitored loss
+never improves by 1e-4 (1e3 photons keep the loss near 1, where float32 round-off stays
+far below 1e-4); early stopping's patience outlasts the run."""

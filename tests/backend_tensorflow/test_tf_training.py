@@ -6,6 +6,7 @@ import random
 
 import numpy as np
 import pytest
+from backend_helpers import STALLED_PLATEAU
 from helpers_tf import Recorder, hooks_for, small_config
 
 from ptycho_core.config import ModelConfig, TrainingConfig
@@ -205,22 +206,9 @@ def test_every_step_uses_the_rate_of_the_shared_schedule(dataset) -> None:
 
 @pytest.mark.parametrize("validation_split", [0.25, 0.0])
 def test_plateau_schedule_cuts_the_rate_when_the_loss_stalls(dataset, validation_split) -> None:
-    """At a rate of 1e-9 the network does not move: after the first epoch the monitored loss
-    (val_loss, or loss without validation) never improves by 1e-4, so every epoch cuts.
-    (1e3 photons keep the loss near 1, where float32 round-off stays far below 1e-4.)"""
-    config = small_config(
-        nphotons=1e3,
-        nepochs=4,
-        batch_size=16,
-        validation_split=validation_split,
-        lr_schedule="plateau",
-        lr_warmup_steps=2,
-        learning_rate=1e-9,
-        min_learning_rate=3e-10,
-        lr_plateau_factor=0.5,
-        lr_plateau_patience=1,
-        early_stop_patience=10,
-    )
+    """The network does not move (``STALLED_PLATEAU``): after the first epoch the monitored
+    loss (val_loss, or loss without validation) never improves, so every epoch cuts."""
+    config = small_config(validation_split=validation_split, **STALLED_PLATEAU)
     recorder = StepRates()
     _, history = fit(
         prepare_training_data(dataset, config), config, hooks_for(), callbacks=[recorder]
