@@ -1,6 +1,6 @@
 """Grouping scan positions into model inputs, and the one data normalisation.
 
-Grouping follows upstream's "sample, then group" (model-and-physics.md §8): draw seed
+Grouping follows upstream's "sample, then group": draw seed
 positions, then give each seed ``gridsize²`` neighbours found with a KD-tree. Every
 random choice comes from one ``numpy.random.default_rng(seed)``, so a group set is a
 pure function of the positions and the arguments. Normalisation is the single

@@ -1,4 +1,4 @@
-"""The numpy reference of the far-field forward model (model-and-physics.md §4).
+"""The numpy reference of the far-field forward model (specs/data-contract.md §4).
 
 Simulation uses it to make data and the backends' tests compare their framework
 versions against it, so every convention lives here once:

@@ -1,4 +1,4 @@
-"""Deterministic synthetic ptychography data (model-and-physics.md §11, quality-and-speed.md §2).
+"""Deterministic synthetic ptychography data (specs/data-contract.md §7).
 
 One seeded :class:`numpy.random.Generator` per concern (object, scan jitter, noise, all
 spawned from ``SimulationConfig.seed``), so the same config always gives the same dataset

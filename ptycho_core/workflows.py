@@ -41,7 +41,6 @@ from ptycho_core.protocol import (
 from ptycho_core.stitching import Stitched, stitch_patches
 
 __all__ = [
-    "SOLVER_ITERATIONS",
     "Reconstruction",
     "intensity_scale",
     "load_inference_bundle",
@@ -60,10 +59,6 @@ __all__ = [
 ]
 
 DatasetLike = PtychoData | str | os.PathLike[str]
-
-SOLVER_ITERATIONS = 50
-"""Iterations of a solver that :func:`reconstruct_hybrid` builds from a backend name, when
-no count is given (``TrainingConfig``'s default ``nepochs``)."""
 
 _CAPABILITIES: Mapping[type, tuple[str, str]] = {
     SupportsWarmStart: ("refine a trained model", "train_from"),
@@ -299,7 +294,7 @@ def reconstruct_hybrid(
 
     A network gives a good object in one fast pass; a few solver iterations from it then
     fit the data themselves. ``then`` is a backend name, whose ``model_from_probe`` builds
-    a solver for ``model``'s probe (``iterations``, default :data:`SOLVER_ITERATIONS`), or a
+    a solver for ``model``'s probe (``iterations``, default ``TrainingConfig``'s ``nepochs``), or a
     trained model of such a backend (``iterations`` overrides its own count). ``config``
     drives the first pass; the second uses its grouping, seed and stitching. A solver
     without ``infer_from`` raises :class:`~ptycho_core.errors.CapabilityError` before
@@ -316,10 +311,11 @@ def reconstruct_hybrid(
         solver_config = TrainingConfig(
             backend=name,
             model=ModelConfig(N=model.N, probe_scale=model.config.model.probe_scale),
-            nepochs=SOLVER_ITERATIONS if iterations is None else iterations,
             nphotons=model.config.nphotons,
             seed=config.seed,
         )
+        if iterations is not None:
+            solver_config = solver_config.replace(nepochs=iterations)
         solver_model = solver.model_from_probe(model.probe, solver_config)
     second = InferenceConfig(
         backend=name,

@@ -1,6 +1,6 @@
 """The PtychoPINN generator and the full physics-informed network, in Keras 3 on TensorFlow.
 
-Architecture (model-and-physics.md §3, the TensorFlow layer plan; the same layers, names
+Architecture (specs/backend-protocol.md §8.1, the TensorFlow layer plan; the same layers, names
 and parameter counts as :mod:`ptycho_torch.model`): an encoder of ConvPool blocks, two
 independent decoders (amplitude, phase) of ConvUp blocks, and a final stage per decoder.
 With ``pad_object`` the last ``C_OUTER = 4`` decoder channels feed "path 2" (ConvUp → Conv
@@ -522,7 +522,7 @@ class PtychoPINN(keras.Model):
         return float(math.exp(float(self.log_gain.numpy())))
 
     def generator_parameters(self) -> int:
-        """Trainable parameters of the generator (encoder + decoders): model-and-physics §3."""
+        """Trainable parameters of the generator (encoder + decoders)."""
         layers = (self.encoder, self.decoder_amp, self.decoder_phase)
         return sum(int(np.prod(v.shape)) for layer in layers for v in layer.trainable_weights)
 

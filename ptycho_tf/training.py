@@ -1,9 +1,9 @@
 """Training: Keras ``fit`` around :class:`~ptycho_tf.model.PtychoPINN`, with the shared schedule.
 
-The TensorFlow twin of :mod:`ptycho_torch.training` (model-and-physics.md §6–§7, TF values):
+The TensorFlow twin of :mod:`ptycho_torch.training` (specs/backend-protocol.md §4.1):
 Adam, whose rate :class:`ScheduleCallback` sets before every optimiser step from the shared
 :class:`~ptycho_core.schedule.LearningRateSchedule` (the same rates as ptycho_torch), early
-stopping on the training loss, validation = the last ``config.validation_split`` of the
+stopping on the training loss under the 'plateau' schedule only, validation = the last ``config.validation_split`` of the
 groups (:meth:`TrainingData.split`). Progress goes to the core hooks through
 :class:`HookCallback`.
 

@@ -1,10 +1,10 @@
 """Training: a thin LightningModule around :class:`~ptycho_torch.model.PtychoPINN`, and the Trainer.
 
 The LightningModule only wires the loss, the optimiser and the schedule
-(model-and-physics.md §6–§7, TF values): Adam, whose rate it sets before every optimiser
-step from the shared :class:`~ptycho_core.schedule.LearningRateSchedule` (the same rates
-as ptycho_tf), and early stopping on the training loss. Lightning owns loops, devices,
-precision and DDP.
+(specs/backend-protocol.md §4.1): Adam, whose rate it sets before every optimiser step
+from the shared :class:`~ptycho_core.schedule.LearningRateSchedule` (the same rates as
+ptycho_tf), and early stopping on the training loss under the 'plateau' schedule only.
+Lightning owns loops, devices, precision and DDP.
 Progress goes to the core hooks through :class:`HookCallback`, on global rank 0 only.
 A warm start (``fit(..., initial=network)``) trains a copy of a trained network through
 the same path instead of a fresh one.

@@ -172,7 +172,7 @@ def _is_primary_process() -> bool:
 def cmd_infer(args: argparse.Namespace) -> int:
     from ptycho_core.bundle import BUNDLE_EXTENSION
     from ptycho_core.cli.figures import save_image
-    from ptycho_core.protocol import SupportsInitialObject, SupportsWarmStart
+    from ptycho_core.protocol import SupportsInitialObject
     from ptycho_core.results import save_reconstruction
     from ptycho_core.workflows import (
         load_inference_bundle,
@@ -189,8 +189,6 @@ def cmd_infer(args: argparse.Namespace) -> int:
         is_bundle = args.then.endswith(BUNDLE_EXTENSION)
         then = load_inference_bundle(args.then)[0] if is_bundle else args.then
         require_capability(then if isinstance(then, str) else then.backend, SupportsInitialObject)
-    if args.refine_epochs:
-        require_capability(model.backend, SupportsWarmStart)
     hooks = _progress(args)
     output = Path(args.output_dir)
     if args.refine_epochs:

@@ -127,6 +127,18 @@ class EpieState:
     minibatch: int
     """Patterns updated in parallel per rPIE step (the training ``batch_size``)."""
 
+    def manifest_extra(self, *, probe_refined: bool) -> dict[str, Any]:
+        """The fitted scalars as the manifest's ``extra`` records them."""
+        return {
+            "gain": self.gain,
+            "alpha": self.alpha,
+            "momentum": self.momentum,
+            "beta": self.beta,
+            "iterations": self.iterations,
+            "minibatch": self.minibatch,
+            "probe_refined": probe_refined,
+        }
+
 
 def _check_config(name: str, config: TrainingConfig) -> None:
     """Refuse settings ePIE cannot honour (the protocol forbids ignoring them silently)."""
@@ -406,13 +418,7 @@ class EpieBackend:
             network=state,
             history=history,
             extra={
-                "gain": state.gain,
-                "alpha": state.alpha,
-                "momentum": state.momentum,
-                "beta": state.beta,
-                "iterations": state.iterations,
-                "minibatch": state.minibatch,
-                "probe_refined": bool(config.probe_trainable),
+                **state.manifest_extra(probe_refined=bool(config.probe_trainable)),
                 "pilot_fourier_error": pilot_errors,
             },
         )
@@ -509,15 +515,7 @@ class EpieBackend:
             intensity_scale=math.sqrt(config.nphotons) / (N / 2),  # s₀, protocol §3.3
             network=state,
             history={},
-            extra={
-                "gain": state.gain,
-                "alpha": state.alpha,
-                "momentum": state.momentum,
-                "beta": state.beta,
-                "iterations": state.iterations,
-                "minibatch": state.minibatch,
-                "probe_refined": False,
-            },
+            extra=state.manifest_extra(probe_refined=False),
         )
 
     def _reconstruct(
