@@ -46,6 +46,7 @@ from ptycho_core.errors import (
     BundleError,
     UnknownBackendError,
 )
+from ptycho_core.npz import read_npy_bytes
 from ptycho_core.protocol import TrainedModel
 
 __all__ = [
@@ -86,6 +87,7 @@ MANIFEST_MAX_BYTES = 64 * 1024**2
 """Largest manifest.json a reader accepts (64 MiB), whatever the member limit."""
 
 _CHUNK = 1024 * 1024
+_NPY_HEADER_ALLOWANCE = 4096
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _DRIVE = re.compile(r"[A-Za-z]:")
 
@@ -597,7 +599,7 @@ def _load_manifest(
             object_pairs_hook=_no_duplicate_keys,
             parse_constant=_reject_constant,
         )
-    except (UnicodeDecodeError, ValueError) as error:
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
         raise _fail(path, f"{MANIFEST_NAME} is not valid JSON ({error})") from error
     manifest = _validate_manifest(path, manifest)
     declared = {name[len(PAYLOAD_PREFIX) :] for name in members if name.startswith(PAYLOAD_PREFIX)}
@@ -692,15 +694,15 @@ class BundleContents:
         )
 
 
+def _probe_limit(N: int) -> int:
+    """Most bytes a ``probe.npy`` of an N × N complex probe can take (header included)."""
+    return N * N * np.dtype(np.complex128).itemsize + _NPY_HEADER_ALLOWANCE
+
+
 def _load_probe(path: Path, raw: bytes, N: int) -> np.ndarray:
-    try:
-        probe = np.load(io.BytesIO(raw), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as error:
-        raise _fail(path, f"{PROBE_NAME} is not a valid .npy array ({error})") from error
-    if not isinstance(probe, np.ndarray) or probe.shape != (N, N):
-        raise _fail(
-            path, f"{PROBE_NAME}: expected shape ({N}, {N}), found {getattr(probe, 'shape', None)}"
-        )
+    probe = read_npy_bytes(raw, what=PROBE_NAME, fail=lambda message: _fail(path, message))
+    if probe.shape != (N, N):
+        raise _fail(path, f"{PROBE_NAME}: expected shape ({N}, {N}), found {probe.shape}")
     if probe.dtype not in (np.complex64, np.complex128):
         raise _fail(path, f"{PROBE_NAME}: expected dtype complex64, found {probe.dtype}")
     probe = probe.astype(np.complex64)
@@ -767,7 +769,8 @@ def read_bundle(
             )
             manifest = _load_manifest(path, archive, members, max_member_bytes)
             _check_expected_backend(path, manifest, expected_backend)
-            raw, size, sha = _read_small(path, archive, members[PROBE_NAME], max_member_bytes)
+            probe_limit = min(max_member_bytes, _probe_limit(manifest["N"]))
+            raw, size, sha = _read_small(path, archive, members[PROBE_NAME], probe_limit)
             if size != manifest["probe"]["size"] or sha != manifest["probe"]["sha256"]:
                 raise _fail(
                     path,

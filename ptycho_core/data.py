@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,8 @@ import numpy as np
 
 from ptycho_core._atomic import atomic_path
 from ptycho_core.errors import DataContractError
+from ptycho_core.limits import MAX_CANVAS_PIXELS, MAX_COORDINATE, MAX_PROBE_MODES
+from ptycho_core.npz import NpzReader, open_npz
 
 __all__ = ["FORMAT_KEY", "FORMAT_VALUE", "PtychoData", "load_npz", "save_npz", "validate"]
 
@@ -119,6 +120,8 @@ def _coordinates(value: Any, source: str, key: str) -> np.ndarray:
         raise _error(source, key, "real numbers (float64 object pixels)", f"dtype {array.dtype}")
     array = array.astype(np.float64, copy=False)
     _require_finite(array, source, key)
+    if array.size and (largest := float(np.abs(array).max())) > MAX_COORDINATE.value:
+        raise _error(source, key, "scan positions", MAX_COORDINATE.exceeded(largest, "pixels"))
     return array
 
 
@@ -218,6 +221,8 @@ def _probe(value: Any, N: int, source: str, key: str) -> np.ndarray:
 def _object(value: Any, x: np.ndarray, y: np.ndarray, source: str, key: str) -> np.ndarray:
     obj = _as_array(value, source, key)
     _require_ndim(obj, (2,), source, key, "a 2-D (H, W) object")
+    if obj.size > MAX_CANVAS_PIXELS.value:
+        raise _error(source, key, "an object", MAX_CANVAS_PIXELS.exceeded(obj.size, "pixels"))
     obj = _real_float_or_complex(obj, source, key, "a complex (or real float) object")
     _require_finite(obj, source, key)
     height, width = obj.shape
@@ -318,21 +323,41 @@ _REQUIRED = ("xcoords", "ycoords", "probeGuess")
 _OPTIONAL = ("objectGuess", "scan_index")
 
 
-def _read_members(handle: Any, source: str) -> tuple[str, dict[str, np.ndarray | None], bool]:
-    """The members the contract uses, read with ``allow_pickle=False`` (others are not read)."""
-    try:
-        archive = np.load(handle, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise DataContractError(
-            f"{source}: expected an .npz archive, found an unreadable file ({error})"
-        ) from error
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise DataContractError(
-            f"{source}: expected an .npz archive of named arrays, found a single .npy array "
-            f"({_describe(archive)})"
+def _check_headers(reader: NpzReader, diffraction_key: str, source: str) -> None:
+    """Refuse declared shapes the contract cannot accept before any array is allocated."""
+    n = reader.header("xcoords").shape
+    for key, ndims, what in (
+        ("xcoords", (1,), "a 1-D (n,) array of positions in object pixels"),
+        ("ycoords", (1,), "a 1-D (n,) array of positions in object pixels"),
+        (diffraction_key, (3,), "a 3-D (n, N, N) array"),
+        ("probeGuess", (2, 3), "a 2-D (N, N) probe or 3-D (modes, N, N)"),
+        ("objectGuess", (2,), "a 2-D (H, W) object"),
+        ("scan_index", (1,), f"a 1-D {n} integer array"),
+    ):
+        if key in reader.keys and len(shape := reader.header(key).shape) not in ndims:
+            raise _error(source, key, what, f"{len(shape)}-D {reader.header(key).describe()}")
+    patterns = reader.header(diffraction_key).shape
+    N = patterns[1]
+    square = patterns[2] == N or patterns[0] == N
+    probe = reader.header("probeGuess").shape
+    if square and N >= 2 and N % 2 == 0 and probe[-2:] != (N, N):
+        raise _error(
+            source, "probeGuess", f"a ({N}, {N}) probe matching the {N}×{N} patterns", str(probe)
         )
-    with archive:
-        keys = set(archive.files)
+    if len(probe) == 3 and probe[0] > MAX_PROBE_MODES.value:
+        raise _error(source, "probeGuess", "a probe", MAX_PROBE_MODES.exceeded(probe[0], "modes"))
+    if "objectGuess" in reader.keys:
+        pixels = reader.header("objectGuess").size
+        if pixels > MAX_CANVAS_PIXELS.value:
+            raise _error(
+                source, "objectGuess", "an object", MAX_CANVAS_PIXELS.exceeded(pixels, "pixels")
+            )
+
+
+def _read_members(path: Path, source: str) -> tuple[str, dict[str, np.ndarray | None], bool]:
+    """The members the contract uses, their headers checked first (others are not read)."""
+    with open_npz(path) as reader:
+        keys = reader.keys
         diffraction_key = "diffraction" if "diffraction" in keys else "diff3d"
         missing = [k for k in (diffraction_key, *_REQUIRED) if k not in keys]
         if missing:
@@ -344,26 +369,17 @@ def _read_members(handle: Any, source: str) -> tuple[str, dict[str, np.ndarray |
                 f"{source}: key {', '.join(names)}: expected the required key(s) to be present, "
                 f"found them missing (keys in the file: {sorted(keys)})"
             )
-        arrays: dict[str, np.ndarray | None] = {}
-        for key in (diffraction_key, *_REQUIRED, *_OPTIONAL):
-            if key not in keys:
-                arrays[key] = None
-                continue
-            try:
-                arrays[key] = archive[key]
-            except ValueError as error:  # object arrays need pickle, which is refused
-                raise _error(
-                    source, key, "a numeric array (pickled object arrays are refused)", str(error)
-                ) from error
-            except (OSError, EOFError, zipfile.BadZipFile) as error:
-                raise _error(
-                    source, key, "a readable array", f"a corrupt entry ({error})"
-                ) from error
+        _check_headers(reader, diffraction_key, source)
+        arrays: dict[str, np.ndarray | None] = {
+            key: reader.read(key) if key in keys else None
+            for key in (diffraction_key, *_REQUIRED, *_OPTIONAL)
+        }
         canonical = False
         if FORMAT_KEY in keys:
-            with contextlib.suppress(ValueError, OSError, EOFError, zipfile.BadZipFile):
-                marker = archive[FORMAT_KEY]
-                canonical = marker.shape == () and str(marker) == FORMAT_VALUE
+            with contextlib.suppress(DataContractError):
+                header = reader.header(FORMAT_KEY)
+                if header.shape == () and header.dtype.kind == "U" and header.nbytes <= 256:
+                    canonical = str(reader.read(FORMAT_KEY)) == FORMAT_VALUE
     return diffraction_key, arrays, canonical
 
 
@@ -384,19 +400,7 @@ def load_npz(
             f"{diffraction_is_intensity!r}"
         )
     source = os.fspath(path)
-    file = Path(source)
-    if not file.is_file():
-        found = "a directory" if file.is_dir() else "no such file"
-        raise DataContractError(f"{source}: expected an .npz file, found {found}")
-    # Open the file ourselves: np.load leaks its own handle when the ZIP is corrupt.
-    try:
-        handle = open(file, "rb")  # noqa: SIM115 - closed by the with-block below
-    except OSError as error:
-        raise DataContractError(
-            f"{source}: expected a readable .npz file, found {error}"
-        ) from error
-    with handle:
-        diffraction_key, arrays, canonical = _read_members(handle, source)
+    diffraction_key, arrays, canonical = _read_members(Path(source), source)
     if diffraction_is_intensity is None:
         diffraction_is_intensity = diffraction_key == "diff3d"
     return _validated(

@@ -15,6 +15,7 @@ __all__ = [
     "BackendUnavailableError",
     "BundleError",
     "CapabilityError",
+    "ConfigError",
     "DataContractError",
     "PtychoError",
     "UnknownBackendError",
@@ -23,6 +24,10 @@ __all__ = [
 
 class PtychoError(Exception):
     """Base of every error ptycho raises on purpose; the CLI prints these as one line."""
+
+
+class ConfigError(PtychoError, ValueError):
+    """A configuration value (a config field, a JSON document, a limit) is not valid."""
 
 
 class DataContractError(PtychoError, ValueError):

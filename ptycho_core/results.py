@@ -11,7 +11,9 @@ import numpy as np
 from ptycho_core._atomic import atomic_path
 from ptycho_core.data import PtychoData
 from ptycho_core.errors import DataContractError
+from ptycho_core.limits import MAX_CANVAS_PIXELS
 from ptycho_core.metrics import evaluate
+from ptycho_core.npz import open_npz
 from ptycho_core.stitching import Stitched
 
 __all__ = [
@@ -41,29 +43,43 @@ def save_reconstruction(stitched: Stitched, path: str | os.PathLike[str], *, bac
 
 
 def load_reconstruction(path: str | os.PathLike[str]) -> Stitched:
-    """Read a file written by :func:`save_reconstruction` (never unpickles)."""
+    """Read a file written by :func:`save_reconstruction` (bounded; never unpickles)."""
     source = Path(path)
-    try:
-        with np.load(source, allow_pickle=False) as archive:
-            missing = [key for key in _KEYS if key not in archive.files]
-            if missing:
-                raise DataContractError(
-                    f"{source}: key '{missing[0]}': expected a reconstruction file with keys "
-                    f"{', '.join(_KEYS)}, found {', '.join(sorted(archive.files)) or 'no keys'}"
-                )
-            image = archive["object"].astype(np.complex128)
-            weight = archive["weight"].astype(np.float64)
-            origin = tuple(int(v) for v in archive["origin"])
-    except (OSError, ValueError) as error:
-        if isinstance(error, DataContractError):
-            raise
-        raise DataContractError(f"{source}: cannot read a reconstruction NPZ: {error}") from error
-    if image.ndim != 2 or weight.shape != image.shape or len(origin) != 2:
-        raise DataContractError(
-            f"{source}: key 'object': expected a 2-D image with a weight map of the same "
-            f"shape and a 2-element origin, found {image.shape}, {weight.shape}, {origin}"
+
+    def fail(message: str) -> DataContractError:
+        return DataContractError(f"{source}: {message}")
+
+    with open_npz(source) as reader:
+        missing = [key for key in _KEYS if key not in reader.keys]
+        if missing:
+            raise fail(
+                f"key '{missing[0]}': expected a reconstruction file with keys "
+                f"{', '.join(_KEYS)}, found {', '.join(sorted(reader.keys)) or 'no keys'}"
+            )
+        image, weight, origin = (reader.header(key) for key in ("object", "weight", "origin"))
+        if (
+            len(image.shape) != 2
+            or image.dtype.kind not in "fc"
+            or weight.shape != image.shape
+            or weight.dtype.kind != "f"
+            or origin.shape != (2,)
+            or origin.dtype.kind not in "iu"
+        ):
+            raise fail(
+                "key 'object': expected a 2-D complex image, a float weight map of the same "
+                f"shape and a 2-element integer origin, found {image.describe()}, "
+                f"{weight.describe()}, {origin.describe()}"
+            )
+        if image.size > MAX_CANVAS_PIXELS.value:
+            raise fail(f"key 'object': {MAX_CANVAS_PIXELS.exceeded(image.size, 'pixels')}")
+        stitched = Stitched(
+            image=reader.read("object").astype(np.complex128),
+            weight=reader.read("weight").astype(np.float64),
+            origin=tuple(int(v) for v in reader.read("origin")),
         )
-    return Stitched(image=image, weight=weight, origin=origin)
+    if not (np.all(np.isfinite(stitched.image)) and np.all(np.isfinite(stitched.weight))):
+        raise fail("key 'object': expected finite values, found NaN or inf")
+    return stitched
 
 
 def _in_object_frame(

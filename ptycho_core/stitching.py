@@ -19,6 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ptycho_core.errors import DataContractError
+from ptycho_core.limits import MAX_CANVAS_PIXELS, MAX_COORDINATE
+
 __all__ = ["WEIGHT_FLOOR", "Stitched", "stitch_patches"]
 
 WEIGHT_FLOOR = 1e-9
@@ -67,6 +70,10 @@ def _as_positions(name: str, value: np.ndarray, n: int) -> np.ndarray:
         raise ValueError(f"stitch_patches: {name} must have shape ({n},), found {arr.shape}")
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"stitch_patches: {name} must be finite")
+    if n and (largest := float(np.abs(arr).max())) > MAX_COORDINATE.value:
+        raise DataContractError(
+            f"stitch_patches: {name}: {MAX_COORDINATE.exceeded(largest, 'pixels')}"
+        )
     return arr
 
 
@@ -138,6 +145,11 @@ def stitch_patches(
         row0, col0 = 0, 0
         H, W = shape
     size = H * W
+    if size > MAX_CANVAS_PIXELS.value:
+        raise DataContractError(
+            f"stitch_patches: the scan positions span a {H} × {W} canvas: "
+            f"{MAX_CANVAS_PIXELS.exceeded(size, 'pixels')}"
+        )
 
     is_complex = np.iscomplexobj(arr)
     dtype = np.complex128 if is_complex else np.float64

@@ -601,7 +601,7 @@ def test_probe_is_checked_and_never_unpickled(bundle: Path, tmp_path: Path) -> N
     np.save(pickled, np.array([{"x": 1}], dtype=object), allow_pickle=True)
     path = _with_probe(bundle, tmp_path / "pickled.ptycho", pickled.getvalue())
     with (
-        pytest.raises(BundleError, match=r"probe.npy is not a valid .npy array"),
+        pytest.raises(BundleError, match=r"probe.npy: .*pickled object arrays are refused"),
         read_bundle(path),
     ):
         pass
