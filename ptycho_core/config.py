@@ -3,7 +3,9 @@
 Configs are frozen dataclasses passed down explicitly; there is no global parameter
 dictionary. Every field carries a one-line description in its metadata (used by the
 CLI help and the specs) and is validated when the object is built, so a bad value
-fails at the place it was written, with a ``ValueError`` that names the field.
+fails at the place it was written, with a :class:`~ptycho_core.errors.ConfigError` (a
+``ValueError``) that names the field. Every count has an upper bound too: a config
+read from a file must not be able to ask for unbounded memory or time.
 
 Code that still expects upstream PtychoPINN's flat ``params.cfg`` keys can call the
 pure function :func:`to_legacy_dict`; nothing is ever written to a global.
@@ -14,9 +16,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
+
+from ptycho_core.errors import ConfigError
+from ptycho_core.limits import MAX_ITERATIONS
 
 __all__ = [
     "ACTIVATION_ALIASES",
@@ -39,6 +45,18 @@ PRECISIONS: tuple[str, ...] = ("32", "bf16-mixed")
 LR_SCHEDULES: tuple[str, ...] = ("cosine", "plateau")
 """Learning-rate schedules of gradient training (defined in :mod:`ptycho_core.schedule`)."""
 DEFAULT_BACKEND = "tensorflow"
+CONFIG_FILE_MAX_BYTES = 16 * 1024**2
+"""Largest JSON config document read from a file."""
+MAX_GRIDSIZE = 8
+MAX_FILTERS_SCALE = 16
+MAX_EPOCHS = 100_000
+MAX_BATCH_SIZE = 65_536
+MAX_GROUPS = 100_000_000
+MAX_NEIGHBORS = 256
+MAX_OFFSET = 1024
+MAX_WARMUP_STEPS = 10_000_000
+MAX_DEVICES = 4096
+MAX_SEED = 2**63 - 1
 
 Check = Callable[[Any], str | None]
 
@@ -65,6 +83,28 @@ def _int_at_least(low: int) -> Check:
     return check
 
 
+def _int_in(low: int, high: int) -> Check:
+    def check(value: Any) -> str | None:
+        return None if _is_int(value) and low <= value <= high else f"an integer in [{low}, {high}]"
+
+    return check
+
+
+def _iterations(value: Any) -> str | None:
+    return _int_in(1, MAX_ITERATIONS.value)(value)
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None or isinstance(value, str) else "None or a string"
+
+
+def _instance_of(kind: type) -> Check:
+    def check(value: Any) -> str | None:
+        return None if isinstance(value, kind) else f"a {kind.__name__} (an object of its fields)"
+
+    return check
+
+
 def _optional(check: Check) -> Check:
     def wrapped(value: Any) -> str | None:
         if value is None:
@@ -77,7 +117,8 @@ def _optional(check: Check) -> Check:
 
 def _one_of(choices: tuple[Any, ...]) -> Check:
     def check(value: Any) -> str | None:
-        return None if value in choices else f"one of {', '.join(map(repr, choices))}"
+        known = isinstance(value, str | int) and not isinstance(value, bool) and value in choices
+        return None if known else f"one of {', '.join(map(repr, choices))}"
 
     return check
 
@@ -110,15 +151,20 @@ def _non_empty_str(value: Any) -> str | None:
 
 
 def _power_of_two(value: Any) -> str | None:
-    if _is_int(value) and value > 0 and value & (value - 1) == 0:
+    if _is_int(value) and 0 < value <= MAX_BATCH_SIZE and value & (value - 1) == 0:
         return None
-    return "a positive power of two"
+    return f"a power of two in [1, {MAX_BATCH_SIZE}]"
 
 
 def _devices(value: Any) -> str | None:
-    if value == "auto" or (_is_int(value) and value >= 1):
+    if value == "auto" or (_is_int(value) and 1 <= value <= MAX_DEVICES):
         return None
-    return "'auto' or an integer >= 1"
+    return f"'auto' or an integer in [1, {MAX_DEVICES}]"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 class _ConfigMixin:
@@ -131,8 +177,8 @@ class _ConfigMixin:
             check = f.metadata.get("check")
             value = getattr(self, f.name)
             if check is not None and (expected := check(value)) is not None:
-                raise ValueError(
-                    f"{type(self).__name__}.{f.name}: expected {expected}, found {value!r}"
+                raise ConfigError(
+                    f"{type(self).__name__}.{f.name}: expected {expected}, found {_short(value)}"
                 )
         self._validate_together()
 
@@ -145,20 +191,29 @@ class _ConfigMixin:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
-        """Build from :meth:`to_dict` output; unknown keys are an error, missing keys default."""
+        """Build from :meth:`to_dict` output; unknown keys are an error, missing keys default.
+
+        Total over JSON: any value either gives a config or raises :class:`ConfigError`.
+        """
         if not isinstance(data, Mapping):
-            raise ValueError(f"{cls.__name__}: expected a mapping, found {type(data).__name__}")
+            raise ConfigError(f"{cls.__name__}: expected a mapping, found {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(data) - names)
+        unknown = sorted(set(map(str, data)) - names)
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"{cls.__name__}: unknown field(s) {', '.join(map(repr, unknown))}; "
                 f"known fields: {', '.join(sorted(names))}"
             )
         values = dict(data)
         for name, nested in cls._nested.items():
-            if name in values and isinstance(values[name], Mapping):
-                values[name] = nested.from_dict(values[name])  # type: ignore[attr-defined]
+            if name not in values or isinstance(values[name], nested):
+                continue
+            if not isinstance(values[name], Mapping):
+                raise ConfigError(
+                    f"{cls.__name__}.{name}: expected an object of {nested.__name__} fields, "
+                    f"found {type(values[name]).__name__} {_short(values[name])}"
+                )
+            values[name] = nested.from_dict(values[name])  # type: ignore[attr-defined]
         return cls(**values)
 
     def to_json(self) -> str:
@@ -167,12 +222,24 @@ class _ConfigMixin:
 
     @classmethod
     def from_json(cls, text: str) -> Self:
-        """Parse :meth:`to_json` output; malformed JSON raises ``ValueError``."""
+        """Parse :meth:`to_json` output; malformed JSON raises :class:`ConfigError`."""
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{cls.__name__}: invalid JSON: {error}") from error
+        except (ValueError, RecursionError) as error:  # JSONDecodeError is a ValueError
+            raise ConfigError(f"{cls.__name__}: invalid JSON: {error}") from error
         return cls.from_dict(data)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> Self:
+        """Read a JSON config file (at most ``CONFIG_FILE_MAX_BYTES``); errors name the file."""
+        try:
+            with open(path, "rb") as handle:
+                raw = handle.read(CONFIG_FILE_MAX_BYTES + 1)
+            if len(raw) > CONFIG_FILE_MAX_BYTES:
+                raise ConfigError(f"larger than the limit of {CONFIG_FILE_MAX_BYTES} bytes")
+            return cls.from_json(raw.decode("utf-8"))
+        except (OSError, UnicodeDecodeError, ConfigError) as error:
+            raise ConfigError(f"{os.fspath(path)}: {error}") from error
 
     def replace(self, **changes: Any) -> Self:
         """A copy with some fields changed (validated again)."""
@@ -189,9 +256,13 @@ class ModelConfig(_ConfigMixin):
     """Architecture of the PtychoPINN generator and its physics (specs/backend-protocol.md)."""
 
     N: int = _doc("diffraction pattern size in pixels", _one_of(SUPPORTED_N), default=64)
-    gridsize: int = _doc("groups hold gridsize² neighbouring patterns", _int_at_least(1), default=1)
+    gridsize: int = _doc(
+        "groups hold gridsize² neighbouring patterns", _int_in(1, MAX_GRIDSIZE), default=1
+    )
     n_filters_scale: int = _doc(
-        "multiplier of every convolution's filters (upstream: 2)", _int_at_least(1), default=1
+        "multiplier of every convolution's filters (upstream: 2)",
+        _int_in(1, MAX_FILTERS_SCALE),
+        default=1,
     )
     model_type: str = _doc(
         "'pinn' (physics loss) or 'supervised'", _one_of(MODEL_TYPES), default="pinn"
@@ -214,12 +285,18 @@ class ModelConfig(_ConfigMixin):
         "σ of the complex probe smoothing (0 disables)", _real_in(0.0, 100.0), default=0.0
     )
     offset: int = _doc(
-        "nominal spacing of grouped positions in pixels", _int_at_least(0), default=4
+        "nominal spacing of grouped positions in pixels", _int_in(0, MAX_OFFSET), default=4
     )
-    max_position_jitter: int = _doc("extra canvas margin in pixels", _int_at_least(0), default=10)
+    max_position_jitter: int = _doc(
+        "extra canvas margin in pixels", _int_in(0, MAX_OFFSET), default=10
+    )
 
     def __post_init__(self) -> None:
-        alias = ACTIVATION_ALIASES.get(self.amp_activation)  # type: ignore[call-overload]
+        alias = (
+            ACTIVATION_ALIASES.get(self.amp_activation)
+            if isinstance(self.amp_activation, str)
+            else None
+        )
         if alias is not None:
             object.__setattr__(self, "amp_activation", alias)
         super().__post_init__()
@@ -241,22 +318,28 @@ class TrainingConfig(_ConfigMixin):
 
     _nested: ClassVar[Mapping[str, type]] = {"model": ModelConfig}
 
-    model: ModelConfig = _doc("the architecture to train", default_factory=ModelConfig)
+    model: ModelConfig = _doc(
+        "the architecture to train", _instance_of(ModelConfig), default_factory=ModelConfig
+    )
     backend: str = _doc(
         "backend name in the 'ptycho.backends' entry points",
         _non_empty_str,
         default=DEFAULT_BACKEND,
     )
-    nepochs: int = _doc("maximum number of epochs", _int_at_least(1), default=50)
+    nepochs: int = _doc("maximum number of epochs", _int_in(1, MAX_EPOCHS), default=50)
     batch_size: int = _doc("groups per optimisation step", _power_of_two, default=16)
     learning_rate: float = _doc("Adam learning rate", _positive_real, default=1e-3)
     nphotons: float = _doc(
         "expected photons per pattern; sets the Poisson scale", _positive_real, default=1e9
     )
     n_groups: int | None = _doc(
-        "groups to train on (None: one per position)", _optional(_int_at_least(1)), default=512
+        "groups to train on (None: one per position)",
+        _optional(_int_in(1, MAX_GROUPS)),
+        default=512,
     )
-    neighbor_count: int = _doc("K of the K-nearest-neighbour grouping", _int_at_least(1), default=4)
+    neighbor_count: int = _doc(
+        "K of the K-nearest-neighbour grouping", _int_in(1, MAX_NEIGHBORS), default=4
+    )
     sequential_sampling: bool = _doc(
         "seed groups at the first positions instead of at random", _bool, default=False
     )
@@ -280,7 +363,7 @@ class TrainingConfig(_ConfigMixin):
     )
     lr_warmup_steps: int = _doc(
         "optimiser steps of linear warmup to learning_rate before the schedule (0: none)",
-        _int_at_least(0),
+        _int_in(0, MAX_WARMUP_STEPS),
         default=200,
     )
     lr_plateau_factor: float = _doc(
@@ -290,7 +373,7 @@ class TrainingConfig(_ConfigMixin):
     )
     lr_plateau_patience: int = _doc(
         "epochs without improvement before the rate drops ('plateau' schedule)",
-        _int_at_least(0),
+        _int_in(0, MAX_EPOCHS),
         default=2,
     )
     min_learning_rate: float = _doc(
@@ -298,11 +381,11 @@ class TrainingConfig(_ConfigMixin):
     )
     early_stop_patience: int = _doc(
         "epochs without training-loss improvement before stopping ('plateau' schedule)",
-        _int_at_least(1),
+        _int_in(1, MAX_EPOCHS),
         default=3,
     )
     seed: int = _doc(
-        "seed of grouping, weight initialisation and shuffling", _int_at_least(0), default=42
+        "seed of grouping, weight initialisation and shuffling", _int_in(0, MAX_SEED), default=42
     )
     precision: str = _doc(
         "numeric precision: '32' or 'bf16-mixed'", _one_of(PRECISIONS), default="32"
@@ -316,24 +399,28 @@ class TrainingConfig(_ConfigMixin):
         _non_empty_str,
         default="auto",
     )
-    num_nodes: int = _doc("machines taking part in training", _int_at_least(1), default=1)
-    train_data_file: str | None = _doc("NPZ the model was trained on (provenance)", default=None)
-    test_data_file: str | None = _doc("NPZ used for evaluation (provenance)", default=None)
-    output_dir: str | None = _doc("folder for outputs (provenance)", default=None)
+    num_nodes: int = _doc("machines taking part in training", _int_in(1, MAX_DEVICES), default=1)
+    train_data_file: str | None = _doc(
+        "NPZ the model was trained on (provenance)", _optional_str, default=None
+    )
+    test_data_file: str | None = _doc(
+        "NPZ used for evaluation (provenance)", _optional_str, default=None
+    )
+    output_dir: str | None = _doc("folder for outputs (provenance)", _optional_str, default=None)
 
     def _validate_together(self) -> None:
         if self.model.gridsize > 1 and self.neighbor_count < self.model.channels:
-            raise ValueError(
+            raise ConfigError(
                 f"TrainingConfig.neighbor_count: expected >= gridsize² = {self.model.channels} "
                 f"for gridsize {self.model.gridsize}, found {self.neighbor_count}"
             )
         if self.mae_weight == 0 and self.nll_weight == 0 and self.model.model_type == "pinn":
-            raise ValueError(
+            raise ConfigError(
                 "TrainingConfig.nll_weight: expected mae_weight or nll_weight > 0 for a 'pinn' "
                 "model, found both 0"
             )
         if self.min_learning_rate > self.learning_rate:
-            raise ValueError(
+            raise ConfigError(
                 f"TrainingConfig.min_learning_rate: expected <= learning_rate "
                 f"({self.learning_rate}), found {self.min_learning_rate}"
             )
@@ -348,14 +435,20 @@ class InferenceConfig(_ConfigMixin):
         _non_empty_str,
         default=DEFAULT_BACKEND,
     )
-    batch_size: int = _doc("groups per forward pass", _int_at_least(1), default=64)
+    batch_size: int = _doc("groups per forward pass", _int_in(1, MAX_BATCH_SIZE), default=64)
     n_groups: int | None = _doc(
-        "groups to reconstruct (None: one per position)", _optional(_int_at_least(1)), default=None
+        "groups to reconstruct (None: one per position)",
+        _optional(_int_in(1, MAX_GROUPS)),
+        default=None,
     )
-    neighbor_count: int = _doc("K of the K-nearest-neighbour grouping", _int_at_least(1), default=4)
-    seed: int = _doc("seed of the grouping", _int_at_least(0), default=42)
+    neighbor_count: int = _doc(
+        "K of the K-nearest-neighbour grouping", _int_in(1, MAX_NEIGHBORS), default=4
+    )
+    seed: int = _doc("seed of the grouping", _int_in(0, MAX_SEED), default=42)
     stitch_size: int = _doc(
-        "side M of the central crop of each patch used for stitching", _int_at_least(1), default=20
+        "side M of the central crop of each patch used for stitching",
+        _int_in(1, max(SUPPORTED_N)),
+        default=20,
     )
     precision: str = _doc(
         "numeric precision: '32' or 'bf16-mixed'", _one_of(PRECISIONS), default="32"
@@ -366,12 +459,14 @@ class InferenceConfig(_ConfigMixin):
     devices: int | str = _doc("devices to run on, or 'auto'", _devices, default=1)
     iterations: int | None = _doc(
         "iterations of an iterative backend; None: the model's own count",
-        _optional(_int_at_least(1)),
+        _optional(_iterations),
         default=None,
     )
-    model_path: str | None = _doc("bundle the model came from (provenance)", default=None)
+    model_path: str | None = _doc(
+        "bundle the model came from (provenance)", _optional_str, default=None
+    )
     test_data_file: str | None = _doc("NPZ reconstructed (provenance)", default=None)
-    output_dir: str | None = _doc("folder for outputs (provenance)", default=None)
+    output_dir: str | None = _doc("folder for outputs (provenance)", _optional_str, default=None)
 
     def require_single_device(self, backend: str) -> None:
         """Refuse ``devices`` other than 1 or 'auto' for a backend that infers on one device.
@@ -379,7 +474,7 @@ class InferenceConfig(_ConfigMixin):
         The protocol forbids silently ignoring a setting, so such backends call this first.
         """
         if self.devices not in (1, "auto"):
-            raise ValueError(
+            raise ConfigError(
                 f"InferenceConfig.devices: the {backend} backend infers on one device; "
                 f"expected 1 or 'auto', found {self.devices!r}"
             )
@@ -390,7 +485,7 @@ class InferenceConfig(_ConfigMixin):
         The protocol forbids silently ignoring a setting, so such backends call this first.
         """
         if self.iterations is not None:
-            raise ValueError(
+            raise ConfigError(
                 f"InferenceConfig.iterations: the {backend} backend reconstructs in one pass "
                 f"and has no iterations; expected None, found {self.iterations!r}"
             )

@@ -32,16 +32,18 @@ import scipy.fft
 
 from ptycho_core import physics
 from ptycho_core.config import (
-    Check,
     _ConfigMixin,
     _doc,
     _int_at_least,
+    _int_in,
     _one_of,
     _positive_real,
     _real_in,
 )
 from ptycho_core.data import PtychoData, validate
+from ptycho_core.errors import ConfigError
 from ptycho_core.geometry import extract_patches
+from ptycho_core.limits import MAX_ARRAY_BYTES, MAX_CANVAS_PIXELS
 
 __all__ = [
     "MAX_OBJECTS",
@@ -79,19 +81,15 @@ _DEFAULT_TEST_POSITIONS = 256
 _DEFAULT_STEP = 7.0  # px at N = 64: overlap ≈ 70 % for the ≈ 22-32 px focused probe
 MAX_OBJECTS = 64
 """Most objects one simulated dataset may hold (bounds the mosaic's memory)."""
-
-
-def _int_in(low: int, high: int) -> Check:
-    def check(value: Any) -> str | None:
-        ok = isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
-        return None if ok else f"an integer in [{low}, {high}]"
-
-    return check
+MAX_SIM_N = 1024
+"""Largest simulated pattern size."""
+MAX_SIM_POSITIONS = 10_000_000
+"""Most scan positions of one simulated object."""
 
 
 def _even_at_least_4(value: Any) -> str | None:
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 4 and value % 2 == 0
-    return None if ok else "an even integer >= 4"
+    ok = isinstance(value, int) and not isinstance(value, bool) and 4 <= value <= MAX_SIM_N
+    return None if ok and value % 2 == 0 else f"an even integer in [4, {MAX_SIM_N}]"
 
 
 def _optional_size(value: Any) -> str | None:
@@ -134,7 +132,9 @@ class SimulationConfig(_ConfigMixin):
     )
     scan_kind: str = _doc("'fermat' spiral or 'raster' grid", _one_of(SCAN_KINDS), default="fermat")
     n_positions: int = _doc(
-        "number of scan positions (patterns)", _int_at_least(1), default=_DEFAULT_TRAIN_POSITIONS
+        "number of scan positions (patterns)",
+        _int_in(1, MAX_SIM_POSITIONS),
+        default=_DEFAULT_TRAIN_POSITIONS,
     )
     step: float = _doc(
         "neighbour spacing in pixels (raster pitch; typical Fermat neighbour distance)",
@@ -156,16 +156,28 @@ class SimulationConfig(_ConfigMixin):
 
     def _validate_together(self) -> None:
         if self.amplitude_min >= self.amplitude_max:
-            raise ValueError(
+            raise ConfigError(
                 f"SimulationConfig.amplitude_max: expected > amplitude_min ({self.amplitude_min}), "
                 f"found {self.amplitude_max}"
             )
         if self.object_size is not None and self.object_size < (need := _required_size(self)):
-            raise ValueError(
+            raise ConfigError(
                 f"SimulationConfig.object_size: expected >= {need} to hold the {self.scan_kind} "
                 f"scan of {self.n_positions} positions (step {self.step}, N {self.N}, "
                 f"margin 3·jitter = {3 * self.jitter:g}), "
                 f"found {self.object_size}"
+            )
+        side = self.resolved_object_size
+        if side * side * self.n_objects > MAX_CANVAS_PIXELS.value:
+            raise ConfigError(
+                f"SimulationConfig: objects of {side} × {side} pixels (× {self.n_objects}): "
+                f"{MAX_CANVAS_PIXELS.exceeded(side * side * self.n_objects, 'pixels')}"
+            )
+        patterns = self.n_positions * self.n_objects * self.N * self.N * 4
+        if patterns > MAX_ARRAY_BYTES.value:
+            raise ConfigError(
+                f"SimulationConfig: {self.n_positions * self.n_objects} patterns of "
+                f"{self.N} × {self.N}: {MAX_ARRAY_BYTES.exceeded(patterns, 'bytes')}"
             )
 
     @property
