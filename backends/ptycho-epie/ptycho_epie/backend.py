@@ -48,6 +48,8 @@ from ptycho_core.bundle import read_bundle, write_bundle
 from ptycho_core.config import InferenceConfig, ModelConfig, TrainingConfig
 from ptycho_core.errors import BundleError
 from ptycho_core.grouping import GroupedData
+from ptycho_core.limits import MAX_ITERATIONS
+from ptycho_core.npz import open_npz
 from ptycho_core.physics import probe_disk_mask
 from ptycho_core.protocol import TrainedModel, TrainingData
 from ptycho_core.stitching import Stitched
@@ -625,19 +627,22 @@ def _read_state(bundle: Path, file: Path, N: int) -> EpieState:
 
     if not file.is_file():
         raise fail("is missing")
-    try:
-        with np.load(file, allow_pickle=False) as archive:
-            arrays = {key: np.asarray(archive[key]) for key in archive.files}
-    except (OSError, ValueError, EOFError) as error:
-        raise fail(f"is not a readable npz archive ({error})") from error
-    expected = {f.name for f in fields(EpieState)} | {"version"}
-    missing = sorted(expected - set(arrays))
-    if missing:
-        raise fail(f"key {missing[0]!r} is missing (found {', '.join(sorted(arrays)) or 'none'})")
-    if arrays["version"].shape != () or int(arrays["version"]) != PAYLOAD_VERSION:
+    expected = sorted({f.name for f in fields(EpieState)} | {"version"})
+    with open_npz(file, fail=fail) as reader:
+        missing = [key for key in expected if key not in reader.keys]
+        if missing:
+            found = ", ".join(sorted(reader.keys)) or "none"
+            raise fail(f"key {missing[0]!r} is missing (found {found})")
+        for key in expected:  # shapes first: nothing is allocated for a lying header
+            header = reader.header(key)
+            shape = (N, N) if key == "probe" else ()
+            if header.shape != shape:
+                raise fail(f"key {key!r}: expected shape {shape}, found {header.describe()}")
+        arrays = {key: reader.read(key) for key in expected}
+    if int(arrays["version"]) != PAYLOAD_VERSION:
         raise fail(f"key 'version': expected {PAYLOAD_VERSION}, found {arrays['version']!r}")
     probe = arrays["probe"]
-    if probe.shape != (N, N) or probe.dtype != np.complex64 or not np.all(np.isfinite(probe)):
+    if probe.dtype != np.complex64 or not np.all(np.isfinite(probe)):
         raise fail(
             f"key 'probe': expected finite complex64 ({N}, {N}), found {probe.dtype} {probe.shape}"
         )
@@ -654,6 +659,8 @@ def _read_state(bundle: Path, file: Path, N: int) -> EpieState:
         ):
             raise fail(f"key {key!r}: expected a finite positive number, found {number!r}")
         scalars[key] = number
+    if scalars["iterations"] > MAX_ITERATIONS.value:
+        raise fail(f"key 'iterations': {MAX_ITERATIONS.exceeded(scalars['iterations'])}")
     return EpieState(
         probe=probe,
         gain=scalars["gain"],

@@ -283,7 +283,9 @@ def _arrays(state: EpieState) -> dict:
         ({"iterations": np.int64(0)}, "key 'iterations'"),
         ({"alpha": np.float64(np.nan)}, "key 'alpha'"),
         ({"version": np.int64(7)}, "key 'version'"),
-        ({"probe": np.array([object()], dtype=object)}, "not a readable npz"),
+        ({"probe": np.array([object()], dtype=object)}, "pickled object arrays are refused"),
+        ({"iterations": np.int64(10**12)}, "PTYCHO_MAX_ITERATIONS"),
+        ({"probe": np.zeros((64, 64, 1000), np.complex64)}, r"expected shape \(64, 64\)"),
     ],
 )
 def test_bad_payloads_are_refused(
