@@ -188,7 +188,7 @@ def test_an_invalid_setting_is_reported_by_its_setting_name(model_core) -> None:
     set_settings(core, BatchSize=12)
     settings = ptycho_reconstructor(core).settings
     with pytest.raises(
-        ValueError, match=r"\[Ptycho\] BatchSize: expected a positive power of two, found 12"
+        ValueError, match=r"\[Ptycho\] BatchSize: expected a power of two in \[1, 65536\], found 12"
     ):
         settings.training_config(
             N=64,

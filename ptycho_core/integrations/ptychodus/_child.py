@@ -4,7 +4,10 @@ Reads one pickled job from stdin, runs it with
 :func:`~ptycho_core.integrations.ptychodus.worker.child_main` and writes its events to
 the pipe ``FD`` as length-prefixed pickles. Only the parent (the reconstructor, which
 started this process) writes the job, through a private pipe. A module of its own, so
-the job's classes are unpickled from their real module, not from ``__main__``.
+the job's classes are unpickled from their real module, not from ``__main__``. The parent
+starts it with ``python -P`` in a private, empty directory and without its own working
+directory on ``PYTHONPATH``, so nothing is imported from the folder Ptychodus was started
+in.
 """
 
 from __future__ import annotations

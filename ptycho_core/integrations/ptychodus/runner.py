@@ -10,16 +10,20 @@ the default.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import pickle
 import queue as queue_module
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import ptycho_core
 from ptycho_core.integrations.ptychodus import LOGGER_NAME
 from ptycho_core.integrations.ptychodus.worker import (
     FRAME_HEADER,
@@ -33,7 +37,7 @@ from ptycho_core.integrations.ptychodus.worker import (
 __all__ = ["CHILD_MODULE", "WorkerError", "run_job"]
 
 CHILD_MODULE = "ptycho_core.integrations.ptychodus._child"
-"""Module the worker process runs (``python -m CHILD_MODULE FD``)."""
+"""Module the worker process runs (``python -P -m CHILD_MODULE FD``)."""
 
 _POLL_S = 0.2
 _TERMINATE_GRACE_S = 10.0
@@ -109,25 +113,76 @@ def _read_frames(stream: Any, sink: queue_module.Queue[tuple[Any, ...]]) -> None
             sink.put(pickle.loads(payload))  # our own child, over a private pipe
 
 
+def _child_path() -> list[str]:
+    """The parent's ``sys.path`` for the child's ``PYTHONPATH``, minus the working directory.
+
+    Ptychodus may be started in any folder, and a ``numpy.py`` lying there must not run in
+    the child. So ``''``, ``'.'`` and every entry that resolves to the working directory
+    are left out, except the folder this ``ptycho_core`` was imported from (a source
+    checkout started from its own root: the child must run the same ptycho). Relative
+    entries are made absolute, since the child runs in another directory.
+    """
+    try:
+        cwd: str | None = os.path.realpath(os.getcwd())
+    except OSError:  # the working directory was removed: relative entries name nothing
+        cwd = None
+    own = os.path.realpath(Path(ptycho_core.__file__).parents[1])
+    paths = []
+    for entry in sys.path:
+        if not entry or (cwd is None and not os.path.isabs(entry)):
+            continue
+        resolved = os.path.realpath(entry)
+        if (resolved != cwd or resolved == own) and os.path.isdir(resolved):
+            paths.append(os.path.abspath(entry))
+    return paths
+
+
 def _child_environment() -> dict[str, str]:
     """The parent's environment, with its module search path (as multiprocessing does)."""
     environment = dict(os.environ)
-    paths = [p for p in sys.path if p and os.path.isdir(p)]
-    environment["PYTHONPATH"] = os.pathsep.join(paths)
+    environment["PYTHONPATH"] = os.pathsep.join(_child_path())
     environment.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return environment
+
+
+def _absolute_paths(job: ReconstructJob | TrainJob) -> ReconstructJob | TrainJob:
+    """``job`` with its file paths absolute, as the child runs in another directory."""
+    if isinstance(job, TrainJob):
+        return dataclasses.replace(
+            job,
+            data_path=os.path.abspath(job.data_path),
+            output_path=os.path.abspath(job.output_path),
+        )
+    return dataclasses.replace(job, bundle=os.path.abspath(job.bundle))
 
 
 def _in_subprocess(
     job: ReconstructJob | TrainJob, timeout: float | None
 ) -> Iterator[tuple[Any, ...]]:
+    """Run ``job`` in ``python -P -m CHILD_MODULE`` started in a private, empty directory.
+
+    ``-P`` keeps the working directory (where Ptychodus was started) off the child's
+    ``sys.path``; with :func:`_child_path` and the private directory, the child imports
+    only from where the parent imports (installed packages), never a planted module.
+    """
+    job = _absolute_paths(job)
+    with tempfile.TemporaryDirectory(
+        prefix="ptycho-worker-", ignore_cleanup_errors=True
+    ) as workdir:
+        yield from _run_child(job, workdir, timeout)
+
+
+def _run_child(
+    job: ReconstructJob | TrainJob, workdir: str, timeout: float | None
+) -> Iterator[tuple[Any, ...]]:
     read_fd, write_fd = os.pipe()
     try:
         process = subprocess.Popen(
-            [sys.executable, "-m", CHILD_MODULE, str(write_fd)],
+            [sys.executable, "-P", "-m", CHILD_MODULE, str(write_fd)],
             stdin=subprocess.PIPE,
             pass_fds=(write_fd,),
             env=_child_environment(),
+            cwd=workdir,
         )
     except BaseException:
         os.close(read_fd)
@@ -204,7 +259,7 @@ def run_job(
     """The events of ``job`` (logs are relayed to the library's logger, not yielded).
 
     ``in_process`` runs it in a thread of this process (``cache`` then keeps the loaded
-    model between calls); otherwise in a child process (``python -m CHILD_MODULE``) that
+    model between calls); otherwise in a child process (``python -P -m CHILD_MODULE``) that
     imports only ``ptycho_core`` and the selected backend. ``timeout`` bounds the silence between two
     events (None: no bound).
     """
