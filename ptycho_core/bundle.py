@@ -23,9 +23,7 @@ import json
 import math
 import os
 import re
-import shutil
 import stat
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator, Mapping
@@ -36,7 +34,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from ptycho_core._atomic import atomic_path
+from ptycho_core._atomic import atomic_path, private_dir
 from ptycho_core.backend_selector import backend_info, select_backend
 from ptycho_core.config import TrainingConfig
 from ptycho_core.errors import (
@@ -87,6 +85,7 @@ MANIFEST_MAX_BYTES = 64 * 1024**2
 """Largest manifest.json a reader accepts (64 MiB), whatever the member limit."""
 
 _CHUNK = 1024 * 1024
+_TEMP_PREFIX = "ptycho-bundle-"
 _NPY_HEADER_ALLOWANCE = 4096
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _DRIVE = re.compile(r"[A-Za-z]:")
@@ -329,8 +328,7 @@ def write_bundle(
     when = _utc_now()
     manifest = _manifest(model, framework, when)
     probe = _probe_bytes(model)
-    workdir = Path(tempfile.mkdtemp(prefix="ptycho-bundle-"))
-    try:
+    with private_dir(_TEMP_PREFIX) as workdir:
         payload_root = workdir / "payload"
         payload_root.mkdir()
         write_payload(payload_root)
@@ -349,8 +347,6 @@ def write_bundle(
             text = json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n"
             raw = text.encode("utf-8")
             _write_member(archive, MANIFEST_NAME, io.BytesIO(raw), len(raw), when)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -757,8 +753,7 @@ def read_bundle(
     backend that wrote it. The payload folder is deleted when the block exits.
     """
     path = Path(path)
-    workdir = Path(tempfile.mkdtemp(prefix="ptycho-bundle-"))
-    try:
+    with private_dir(_TEMP_PREFIX) as workdir:
         with _open_archive(path) as archive:
             members = _check_members(
                 path,
@@ -795,8 +790,6 @@ def read_bundle(
             extra=dict(manifest["extra"]),
         )
         yield contents
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- dispatch
