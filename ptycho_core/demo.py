@@ -20,6 +20,7 @@ from ptycho_core.config import InferenceConfig, TrainingConfig
 from ptycho_core.data import save_npz
 from ptycho_core.figures import save_truth_comparison
 from ptycho_core.hooks import HookRelay
+from ptycho_core.outputs import output_set, prepare_output_dir
 from ptycho_core.results import compare_with_truth, evaluate_stitched, save_reconstruction
 from ptycho_core.simulate import default_dataset
 from ptycho_core.workflows import (
@@ -78,18 +79,42 @@ def run_demo(
     hooks: HookRelay | None = None,
     echo: Any = print,
 ) -> dict[str, float]:
-    """Run the demo; writes data, bundle, reconstruction, metrics and ``demo.png``.
+    """Run the demo; writes data, bundle, reconstruction, metrics and ``demo.png`` as one set.
 
     ``nphotons`` is the dose of the simulated data (and of the training's Poisson
-    scale); ``precision`` that of training. Returns the test-set metrics (also written to ``metrics.json``, with the
-    training's wall time as ``train_seconds``).
+    scale); ``precision`` that of training. Returns the test-set metrics (also written to
+    ``metrics.json``, with the training's wall time as ``train_seconds``).
     """
     select_backend(backend)  # fail fast, before simulating anything
-    output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = prepare_output_dir(output_dir)
+    with output_set(output_dir) as stage:
+        metrics, train_seconds = _run(
+            backend, stage, output_dir, epochs, n_groups, nphotons, precision, hooks, echo
+        )
+    echo(
+        f"trained in {train_seconds:.0f} s; test object: "
+        + ", ".join(f"{name} {value:.3f}" for name, value in metrics.items())
+        + f"\nwrote {output_dir / 'demo.png'}"
+    )
+    return metrics
+
+
+def _run(
+    backend: str,
+    stage: Path,
+    output_dir: Path,
+    epochs: int | None,
+    n_groups: int | None,
+    nphotons: float,
+    precision: str,
+    hooks: HookRelay | None,
+    echo: Any,
+) -> tuple[dict[str, float], float]:
+    """The demo's steps, writing into ``stage`` (committed to ``output_dir`` as one set)."""
     train_set = default_dataset("train", nphotons=nphotons)
     test_set = default_dataset("test", nphotons=nphotons)
-    save_npz(train_set, output_dir / "train.npz")
-    save_npz(test_set, output_dir / "test.npz")
+    save_npz(train_set, stage / "train.npz")
+    save_npz(test_set, stage / "test.npz")
     echo(f"simulated {train_set.n_positions} training and {test_set.n_positions} test patterns")
 
     config = demo_training_config(
@@ -98,30 +123,25 @@ def run_demo(
     start = time.perf_counter()
     results = train_cdi_model(train_set, None, config, hooks=hooks)
     train_seconds = time.perf_counter() - start
-    bundle = output_dir / "model.ptycho"
+    bundle = stage / "model.ptycho"
     save_model(results["model"], bundle)
     model, _ = load_inference_bundle(bundle)
-    echo(f"saved and reloaded {bundle}")
+    echo(f"saved and reloaded {output_dir / bundle.name}")
 
     inference = InferenceConfig(backend=backend, test_data_file=str(output_dir / "test.npz"))
     reconstruction = reconstruct(model, test_set, inference, hooks=hooks)
-    save_reconstruction(reconstruction.stitched, output_dir / "reconstruction.npz", backend=backend)
+    save_reconstruction(reconstruction.stitched, stage / "reconstruction.npz", backend=backend)
     metrics = evaluate_stitched(reconstruction.stitched, test_set)
     record = {**metrics, "train_seconds": train_seconds}
-    (output_dir / "metrics.json").write_text(json.dumps(record, indent=2, sort_keys=True))
+    (stage / "metrics.json").write_text(json.dumps(record, indent=2, sort_keys=True))
 
     comparison = compare_with_truth(
         reconstruction.stitched, test_set, amplitude_scale=metrics["amplitude_scale"]
     )
     save_truth_comparison(
         comparison,
-        output_dir / "demo.png",
+        stage / "demo.png",
         history=model.history,
         caption=_caption(backend, metrics),
     )
-    echo(
-        f"trained in {train_seconds:.0f} s; test object: "
-        + ", ".join(f"{name} {value:.3f}" for name, value in metrics.items())
-        + f"\nwrote {output_dir / 'demo.png'}"
-    )
-    return metrics
+    return metrics, train_seconds

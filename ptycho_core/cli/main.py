@@ -26,6 +26,7 @@ __all__ = ["build_parser", "main"]
 EXIT_USER_ERROR = 2
 BUNDLE_NAME = "model.ptycho"
 REFINED_BUNDLE_NAME = "model-refined.ptycho"
+HISTORY_NAME = "history.json"
 
 
 def _json_safe(value: Any) -> Any:
@@ -84,7 +85,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from ptycho_core.simulate import SimulationConfig, default_dataset, simulate
 
     if args.config is not None:
-        config = SimulationConfig.from_dict(json.loads(Path(args.config).read_text()))
+        config = SimulationConfig.from_file(args.config)
         data = simulate(config)
     else:
         data = default_dataset(
@@ -104,11 +105,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _training_config(args: argparse.Namespace) -> TrainingConfig:
-    base = (
-        TrainingConfig.from_json(Path(args.config).read_text())
-        if args.config is not None
-        else TrainingConfig()
-    )
+    base = TrainingConfig.from_file(args.config) if args.config is not None else TrainingConfig()
     model_changes = {
         key: value
         for key, value in {
@@ -148,19 +145,21 @@ def _training_config(args: argparse.Namespace) -> TrainingConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from ptycho_core.outputs import output_set, prepare_output_dir
     from ptycho_core.workflows import save_model, summarize_history, train_cdi_model
 
     config = _training_config(args)
+    output = prepare_output_dir(args.output_dir)  # before the compute, not after it
     results = train_cdi_model(args.data, None, config, hooks=_progress(args))
     model = results["model"]
-    output = Path(args.output_dir)
-    bundle = output / BUNDLE_NAME
     if _is_primary_process():
-        save_model(model, bundle)
-        (output / "history.json").write_text(json.dumps(_json_safe(dict(model.history)), indent=2))
+        with output_set(output) as stage:
+            save_model(model, stage / BUNDLE_NAME)
+            history = json.dumps(_json_safe(dict(model.history)), indent=2)
+            (stage / HISTORY_NAME).write_text(history)
         final = ", ".join(f"{k} {v:.4g}" for k, v in summarize_history(model.history).items())
         print(f"trained {model.backend} model on {results['train_data'].n_groups} groups ({final})")
-        print(f"wrote {bundle}")
+        print(f"wrote {output / BUNDLE_NAME}, {HISTORY_NAME}")
     return 0
 
 
@@ -172,6 +171,8 @@ def _is_primary_process() -> bool:
 def cmd_infer(args: argparse.Namespace) -> int:
     from ptycho_core.bundle import BUNDLE_EXTENSION
     from ptycho_core.cli.figures import save_image
+    from ptycho_core.errors import ConfigError
+    from ptycho_core.outputs import output_set, prepare_output_dir
     from ptycho_core.protocol import SupportsInitialObject
     from ptycho_core.results import save_reconstruction
     from ptycho_core.workflows import (
@@ -182,7 +183,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
     )
 
     if args.nphotons is not None and not args.refine_epochs:
-        raise ValueError("--nphotons sets the photons of a refinement; give --refine-epochs K > 0")
+        raise ConfigError("--nphotons sets the photons of a refinement; give --refine-epochs K > 0")
+    output = prepare_output_dir(args.output_dir)
     model, _ = load_inference_bundle(args.bundle, backend=args.backend)
     then = None
     if args.then is not None:  # checked first: a refinement must not run for nothing
@@ -190,9 +192,6 @@ def cmd_infer(args: argparse.Namespace) -> int:
         then = load_inference_bundle(args.then)[0] if is_bundle else args.then
         require_capability(then if isinstance(then, str) else then.backend, SupportsInitialObject)
     hooks = _progress(args)
-    output = Path(args.output_dir)
-    if args.refine_epochs:
-        model = _refine(args, model, output, hooks)
     changes = {
         key: value
         for key, value in {
@@ -206,47 +205,52 @@ def cmd_infer(args: argparse.Namespace) -> int:
         }.items()
         if value is not None
     }
-    config = InferenceConfig(
-        backend=model.backend,
-        model_path=str(args.bundle),
-        test_data_file=str(args.data),
-        output_dir=str(args.output_dir),
-        **changes,
-    )
-    if then is None:
-        result = reconstruct(model, args.data, config, hooks=hooks)
-        how = result.backend
-    else:
-        first, result = reconstruct_hybrid(
-            model, args.data, then, iterations=args.iterations, config=config, hooks=hooks
+    written = ["reconstruction.npz", "amplitude.png", "phase.png"]
+    with output_set(output) as stage:
+        if args.refine_epochs:
+            model = _refine(args, model, stage, hooks)
+            written.append(REFINED_BUNDLE_NAME)
+        config = InferenceConfig(
+            backend=model.backend,
+            model_path=str(args.bundle),
+            test_data_file=str(args.data),
+            output_dir=str(args.output_dir),
+            **changes,
         )
-        initial = output / "initial" / "reconstruction.npz"
-        save_reconstruction(first.stitched, initial, backend=first.backend)
-        how = f"{first.backend}, then {result.backend} from that object ({initial})"
-    save_reconstruction(result.stitched, output / "reconstruction.npz", backend=result.backend)
-    save_image(result.amplitude, output / "amplitude.png", title="amplitude", cmap="gray")
-    save_image(result.phase, output / "phase.png", title="phase", cmap="twilight")
+        if then is None:
+            result = reconstruct(model, args.data, config, hooks=hooks)
+            how = result.backend
+        else:
+            first, result = reconstruct_hybrid(
+                model, args.data, then, iterations=args.iterations, config=config, hooks=hooks
+            )
+            initial = Path("initial") / "reconstruction.npz"
+            save_reconstruction(first.stitched, stage / initial, backend=first.backend)
+            how = f"{first.backend}, then {result.backend} from that object ({output / initial})"
+            written.append(initial.as_posix())
+        save_reconstruction(result.stitched, stage / "reconstruction.npz", backend=result.backend)
+        save_image(result.amplitude, stage / "amplitude.png", title="amplitude", cmap="gray")
+        save_image(result.phase, stage / "phase.png", title="phase", cmap="twilight")
     print(
-        f"reconstructed {result.n_groups} groups with {how}; wrote "
-        f"{output / 'reconstruction.npz'}, amplitude.png, phase.png"
+        f"reconstructed {result.n_groups} groups with {how}; wrote {', '.join(written)} in {output}"
     )
     return 0
 
 
-def _refine(args: argparse.Namespace, model: Any, output: Path, hooks: Any) -> Any:
-    """``ptycho infer --refine-epochs``: refine on the data, save and report the new model."""
+def _refine(args: argparse.Namespace, model: Any, stage: Path, hooks: Any) -> Any:
+    """``ptycho infer --refine-epochs``: refine on the data; the new model joins the outputs."""
     from ptycho_core.workflows import refine_model, refinement_config, save_model
 
     config = refinement_config(model, args.refine_epochs)
     if args.nphotons is not None:
         config = config.replace(nphotons=args.nphotons)
     refined = refine_model(model, args.data, epochs=args.refine_epochs, config=config, hooks=hooks)
-    bundle = save_model(refined, output / REFINED_BUNDLE_NAME)
+    save_model(refined, stage / REFINED_BUNDLE_NAME)
     losses = refined.history.get("loss", [])
     final = f"final loss {float(losses[-1]):.4g}" if len(losses) else "no loss reported"
     print(
         f"refined the {refined.backend} model on {args.data} for {len(losses)} epochs "
-        f"({final}); wrote {bundle}"
+        f"({final}); it is saved as {REFINED_BUNDLE_NAME}"
     )
     return refined
 
