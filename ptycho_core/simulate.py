@@ -170,13 +170,13 @@ class SimulationConfig(_ConfigMixin):
         side = self.resolved_object_size
         if side * side * self.n_objects > MAX_CANVAS_PIXELS.value:
             raise ConfigError(
-                f"SimulationConfig: objects of {side} × {side} pixels (× {self.n_objects}): "
+                f"SimulationConfig.object_size: objects of {side} × {side} pixels (× {self.n_objects}): "
                 f"{MAX_CANVAS_PIXELS.exceeded(side * side * self.n_objects, 'pixels')}"
             )
         patterns = self.n_positions * self.n_objects * self.N * self.N * 4
         if patterns > MAX_ARRAY_BYTES.value:
             raise ConfigError(
-                f"SimulationConfig: {self.n_positions * self.n_objects} patterns of "
+                f"SimulationConfig.n_positions: {self.n_positions * self.n_objects} patterns of "
                 f"{self.N} × {self.N}: {MAX_ARRAY_BYTES.exceeded(patterns, 'bytes')}"
             )
 
