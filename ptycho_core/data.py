@@ -239,6 +239,21 @@ def _object(value: Any, x: np.ndarray, y: np.ndarray, source: str, key: str) -> 
     return obj
 
 
+def _check_scan_extent(x: np.ndarray, y: np.ndarray, N: int, source: str) -> None:
+    """The canvas a reconstruction of this scan needs must fit the canvas bound (checked
+    here, before any computation, rather than when the result is stitched)."""
+    height = float(y.max() - y.min()) + N + 2
+    width = float(x.max() - x.min()) + N + 2
+    if height * width > MAX_CANVAS_PIXELS.value:
+        raise _error(
+            source,
+            "xcoords",
+            "scan positions spanning a canvas of bounded size",
+            f"a {height:.0f} × {width:.0f} canvas: "
+            + MAX_CANVAS_PIXELS.exceeded(height * width, "pixels"),
+        )
+
+
 def _scan_index(value: Any, n: int, source: str, key: str) -> np.ndarray:
     index = _as_array(value, source, key)
     _require_ndim(index, (1,), source, key, f"a 1-D ({n},) integer array")
@@ -282,6 +297,7 @@ def _validated(
         )
     patterns = _diffraction_values(patterns, source, diffraction_key, is_intensity=is_intensity)
 
+    _check_scan_extent(x, y, rows, source)
     return PtychoData(
         diffraction=patterns,
         xcoords=x,

@@ -90,6 +90,10 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     far = io.BytesIO()
     np.savez(far, **dataset(xcoords=np.array([40.0] * 7 + [1e300])))
     put("far-coordinates.npz", far.getvalue())
+    wide = io.BytesIO()
+    spread = np.array([40.0] * 7 + [4e5])
+    np.savez(wide, **dataset(xcoords=spread, ycoords=spread))
+    put("wide-scan.npz", wide.getvalue())
 
     reconstruction = folder / "reconstruction.npz"
     stitched = stitch_patches(np.ones((2, N, N)), np.array([40.0, 44]), np.array([40.0, 41]))
@@ -137,6 +141,7 @@ CASES = {
     "corrupt deflate stream": ("train", "{corrupt-deflate.npz}", "--output-dir", "{out}"),
     "declared petabyte array": ("train", "{petabyte.npz}", "--output-dir", "{out}"),
     "coordinates of 1e300": ("train", "{far-coordinates.npz}", "--output-dir", "{out}"),
+    "scan spanning 4e5 pixels": ("train", "{wide-scan.npz}", "--output-dir", "{out}"),
     "truncated reconstruction": ("evaluate", "{truncated-reconstruction.npz}", "{valid}"),
     "empty reconstruction": ("evaluate", "{empty-reconstruction.npz}", "{valid}"),
     "deeply nested manifest": ("infer", "{nested.ptycho}", "{valid}", "--output-dir", "{out}"),
