@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ WEIGHTS_NAME = "weights.pt"
 """The payload file holding the state dict."""
 
 _GAIN_TOLERANCE = 1e-6
+_ARCHIVE_OVERHEAD = 1024**2
+"""Bytes a torch archive may hold beyond the tensors themselves (pickle, records, names)."""
 
 
 def trainable_parameters(network: PtychoPINN) -> int:
@@ -71,12 +74,33 @@ def save_model(model: TrainedModel, path: str | os.PathLike[str]) -> None:
     write_bundle(path, current, write_payload, framework={"torch": torch.__version__})
 
 
-def _read_state(path: Path, weights: Path) -> dict[str, torch.Tensor]:
+def _check_declared_size(path: Path, weights: Path, expected: dict[str, torch.Tensor]) -> None:
+    """Refuse a weights archive declaring more bytes than the architecture's tensors need.
+
+    ``torch.load`` allocates each record at the size the archive declares, so the
+    declarations are checked first, against the network the manifest describes.
+    """
     if not weights.is_file():
         raise BundleError(
             f"bundle {path}: payload file {WEIGHTS_NAME!r} is missing; a {BACKEND_NAME} bundle "
             "holds its weights there"
         )
+    needed = sum(t.numel() * t.element_size() for t in expected.values()) + _ARCHIVE_OVERHEAD
+    try:
+        with zipfile.ZipFile(weights) as archive:
+            declared = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+        raise BundleError(
+            f"bundle {path}: payload file {WEIGHTS_NAME!r} is not a torch weights archive ({error})"
+        ) from error
+    if declared > needed:
+        raise BundleError(
+            f"bundle {path}: payload file {WEIGHTS_NAME!r} declares {declared} bytes, more than "
+            f"the {needed} the architecture in the manifest needs"
+        )
+
+
+def _read_state(path: Path, weights: Path) -> dict[str, torch.Tensor]:
     try:
         state: Any = torch.load(weights, weights_only=True, map_location="cpu")
     except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError...
@@ -128,20 +152,22 @@ def load_model(path: str | os.PathLike[str]) -> TrainedModel:
     naming the bundle and, for weights, the tensor.
     """
     with read_bundle(path, expected_backend=BACKEND_NAME) as contents:
-        state = _read_state(contents.path, contents.payload_dir / WEIGHTS_NAME)
-    config = contents.config
-    try:
-        network = build_network(
-            config.model,
-            contents.probe,
-            contents.intensity_scale,
-            intensity_scale_trainable=config.intensity_scale_trainable,
-            probe_trainable=config.probe_trainable,
-        )
-    except ValueError as error:
-        raise BundleError(
-            f"bundle {contents.path}: cannot rebuild the network ({error})"
-        ) from error
+        config = contents.config
+        try:
+            network = build_network(
+                config.model,
+                contents.probe,
+                contents.intensity_scale,
+                intensity_scale_trainable=config.intensity_scale_trainable,
+                probe_trainable=config.probe_trainable,
+            )
+        except ValueError as error:
+            raise BundleError(
+                f"bundle {contents.path}: cannot rebuild the network ({error})"
+            ) from error
+        weights = contents.payload_dir / WEIGHTS_NAME
+        _check_declared_size(contents.path, weights, network.state_dict())
+        state = _read_state(contents.path, weights)
     _check_state(contents.path, network.state_dict(), state)
     network.load_state_dict(state, strict=True)
     network.eval()

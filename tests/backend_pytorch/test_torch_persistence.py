@@ -142,6 +142,25 @@ def test_weights_that_are_not_a_safe_state_dict_are_refused(small_model, tmp_pat
             pickle.dump({"encoder.blocks.0.conv0.weight": Payload()}, handle)
 
     write_bundle(path, small_model, evil, framework={"torch": torch.__version__})
+    with pytest.raises(BundleError, match=rf"'{WEIGHTS_NAME}' is not a torch weights archive"):
+        TorchBackend().load(path)
+    assert not (tmp_path / "pwned").exists()
+
+    def evil_inside_an_archive(folder: Path) -> None:
+        """A real torch archive whose pickle would run code: torch.load must refuse it."""
+        torch.save({"x": torch.zeros(1)}, folder / "plain.pt")
+        with (
+            zipfile.ZipFile(folder / "plain.pt") as source,
+            zipfile.ZipFile(folder / WEIGHTS_NAME, "w") as sink,
+        ):
+            for info in source.infolist():
+                data = source.read(info)
+                if info.filename.endswith("data.pkl"):
+                    data = pickle.dumps({"encoder.blocks.0.conv0.weight": Payload()})
+                sink.writestr(info, data)
+        (folder / "plain.pt").unlink()
+
+    write_bundle(path, small_model, evil_inside_an_archive, framework={"torch": torch.__version__})
     with pytest.raises(
         BundleError, match=rf"payload file '{WEIGHTS_NAME}' is not a readable torch state dict"
     ):
@@ -152,7 +171,22 @@ def test_weights_that_are_not_a_safe_state_dict_are_refused(small_model, tmp_pat
         (folder / WEIGHTS_NAME).write_bytes(b"not a torch file")
 
     write_bundle(path, small_model, garbage, framework={"torch": torch.__version__})
-    with pytest.raises(BundleError, match="not a readable torch state dict"):
+    with pytest.raises(BundleError, match="not a torch weights archive"):
+        TorchBackend().load(path)
+
+    def lying_sizes(folder: Path) -> None:
+        """A record declaring 4 GiB: refused before torch.load allocates it."""
+        torch.save({"x": torch.zeros(1)}, folder / WEIGHTS_NAME)
+        raw = bytearray((folder / WEIGHTS_NAME).read_bytes())
+        start = raw.find(b"PK\x01\x02")  # the first central-directory record
+        assert start >= 0
+        raw[start + 24 : start + 28] = (0xFFFFFFF0).to_bytes(4, "little")  # uncompressed size
+        (folder / WEIGHTS_NAME).write_bytes(bytes(raw))
+
+    write_bundle(path, small_model, lying_sizes, framework={"torch": torch.__version__})
+    with pytest.raises(
+        BundleError, match=r"declares \d+ bytes, more than the \d+ the architecture"
+    ):
         TorchBackend().load(path)
 
     def no_weights(folder: Path) -> None:
