@@ -677,6 +677,25 @@ class BundleContents:
     def gridsize(self) -> int:
         return self.config.model.gridsize
 
+    def rebuild(self, build: Callable[..., Any], **options: Any) -> Any:
+        """The network ``build`` makes for this bundle's architecture, probe and scale.
+
+        Calls ``build(config.model, probe, intensity_scale, intensity_scale_trainable=...,
+        probe_trainable=..., **options)``; a configuration the builder refuses is the
+        bundle's fault, so its ``ValueError`` becomes a :class:`BundleError`.
+        """
+        try:
+            return build(
+                self.config.model,
+                self.probe,
+                self.intensity_scale,
+                intensity_scale_trainable=self.config.intensity_scale_trainable,
+                probe_trainable=self.config.probe_trainable,
+                **options,
+            )
+        except ValueError as error:
+            raise _fail(self.path, f"cannot rebuild the network ({error})") from error
+
     def trained_model(self, network: Any) -> TrainedModel:
         """The :class:`TrainedModel` with the backend's rebuilt ``network``."""
         return TrainedModel(

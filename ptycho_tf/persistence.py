@@ -240,19 +240,7 @@ def load_model(path: str | os.PathLike[str]) -> TrainedModel:
                 f"{BACKEND_NAME} bundle holds its weights there"
             )
         config = contents.config
-        try:
-            network = build_network(
-                config.model,
-                contents.probe,
-                contents.intensity_scale,
-                intensity_scale_trainable=config.intensity_scale_trainable,
-                probe_trainable=config.probe_trainable,
-                seed=config.seed,
-            )
-        except ValueError as error:
-            raise BundleError(
-                f"bundle {contents.path}: cannot rebuild the network ({error})"
-            ) from error
+        network = contents.rebuild(build_network, seed=config.seed)
         _load_weights_strictly(contents.path, network, weights)
     if not config.probe_trainable and not np.array_equal(network.probe(), contents.probe):
         raise BundleError(

@@ -153,18 +153,7 @@ def load_model(path: str | os.PathLike[str]) -> TrainedModel:
     """
     with read_bundle(path, expected_backend=BACKEND_NAME) as contents:
         config = contents.config
-        try:
-            network = build_network(
-                config.model,
-                contents.probe,
-                contents.intensity_scale,
-                intensity_scale_trainable=config.intensity_scale_trainable,
-                probe_trainable=config.probe_trainable,
-            )
-        except ValueError as error:
-            raise BundleError(
-                f"bundle {contents.path}: cannot rebuild the network ({error})"
-            ) from error
+        network = contents.rebuild(build_network)
         weights = contents.payload_dir / WEIGHTS_NAME
         _check_declared_size(contents.path, weights, network.state_dict())
         state = _read_state(contents.path, weights)
