@@ -113,14 +113,18 @@ def _locked_temporary(where: Path, prefix: str, suffix: str, *, folder: bool) ->
 
 
 @contextlib.contextmanager
-def private_dir(prefix: str, parent: Path | None = None) -> Iterator[Path]:
+def private_dir(
+    prefix: str, parent: Path | None = None, *, sweep_abandoned: bool = True
+) -> Iterator[Path]:
     """A fresh folder (mode 0700) locked for the block's lifetime, then deleted.
 
     Abandoned folders with the same prefix in ``parent`` (the system temporary folder
-    by default) are removed first.
+    by default) are removed first, unless ``sweep_abandoned`` is False (the caller then
+    recovers them itself, e.g. rolls a decided output set forward).
     """
     where = Path(parent) if parent is not None else Path(tempfile.gettempdir())
-    sweep(where, prefix)
+    if sweep_abandoned:
+        sweep(where, prefix)
     folder, fd = _locked_temporary(where, prefix, "", folder=True)
     try:
         yield folder

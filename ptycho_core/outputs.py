@@ -54,13 +54,21 @@ def _finish(staging: Path, directory: Path) -> None:
         names = json.loads((staging / _COMMIT_NAME).read_text())
     except (OSError, ValueError):
         names = []  # no decided set: the staging folder is only removed
-    for name in names if isinstance(names, list) else []:
-        source = staging / str(name)
+    names = [str(name) for name in names] if isinstance(names, list) else []
+    names = [name for name in names if _is_inside(name)]  # a planted list cannot escape
+    _check_targets(directory, names)
+    for name in names:
+        source = staging / name
         if source.is_file() and not source.is_symlink():
-            destination = directory / str(name)
+            destination = directory / name
             destination.parent.mkdir(parents=True, exist_ok=True)
             os.replace(source, destination)
     shutil.rmtree(staging, ignore_errors=True)
+
+
+def _is_inside(name: str) -> bool:
+    parts = Path(name).parts
+    return bool(parts) and not Path(name).is_absolute() and ".." not in parts
 
 
 def _recover(directory: Path) -> None:
@@ -85,7 +93,7 @@ def prepare_output_dir(directory: str | os.PathLike[str]) -> Path:
             return folder
         if not folder.is_dir():
             raise NotADirectoryError(f"{folder} is not a folder")
-        with private_dir(STAGING_PREFIX, folder):
+        with private_dir(STAGING_PREFIX, folder, sweep_abandoned=False):
             pass
         with held_lock(folder):
             _recover(folder)
@@ -94,7 +102,8 @@ def prepare_output_dir(directory: str | os.PathLike[str]) -> Path:
     return folder
 
 
-def _check_targets(staging: Path, directory: Path, names: list[str]) -> None:
+def _check_targets(directory: Path, names: list[str]) -> None:
+    """Refuse names taken by a folder, or reached through a link, before any rename."""
     for name in names:
         target = directory / name
         with contextlib.suppress(FileNotFoundError):
@@ -120,20 +129,22 @@ def output_set(directory: str | os.PathLike[str]) -> Iterator[Path]:
     On an exception nothing in ``directory`` changes and the staging folder is removed.
     """
     folder = prepare_output_dir(directory)
-    created = not folder.exists()
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with private_dir(STAGING_PREFIX, folder) as staging:
+        with private_dir(STAGING_PREFIX, folder, sweep_abandoned=False) as staging:
             yield staging
             names = _staged_files(staging)
             with held_lock(folder):
-                _check_targets(staging, folder, names)
+                _check_targets(folder, names)
                 commit = staging / f"{_COMMIT_NAME}.tmp"
                 commit.write_text(json.dumps(names))
                 os.replace(commit, staging / _COMMIT_NAME)
                 _finish(staging, folder)
     except BaseException:
-        if created:  # a failed run leaves no empty folder behind
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        for path in created:  # a failed run leaves no empty folder behind
+            try:
+                path.rmdir()
+            except OSError:
+                break
         raise
