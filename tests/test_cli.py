@@ -7,18 +7,15 @@ installed as a separate distribution and found through its entry point.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import assert_one_line_error, run_cli
 
 from ptycho_core.data import load_npz
 
-PTYCHO = shutil.which("ptycho", path=os.path.dirname(sys.executable)) or "ptycho"
 TEST_BACKEND = "numpy-gain"
 pytestmark = pytest.mark.usefixtures("ptycho_test_distributions")
 
@@ -26,21 +23,10 @@ pytestmark = pytest.mark.usefixtures("ptycho_test_distributions")
 def run(
     *args: str, cwd: Path | None = None, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [PTYCHO, *args], capture_output=True, text=True, cwd=cwd, timeout=300, check=False
-    )
+    result = run_cli(*args, cwd=cwd)
     if check and result.returncode != 0:
         raise AssertionError(f"ptycho {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
-    assert result.returncode == 2, result
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 @pytest.fixture(scope="module")

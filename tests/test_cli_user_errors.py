@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
-import shutil
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import run_cli
 
 from ptycho_core.bundle import MANIFEST_NAME, write_bundle
 from ptycho_core.config import TrainingConfig
@@ -28,18 +26,10 @@ from ptycho_core.stitching import stitch_patches
 
 pytestmark = pytest.mark.usefixtures("ptycho_test_distributions")
 N = 64
-PTYCHO = shutil.which("ptycho", path=os.path.dirname(sys.executable)) or "ptycho"
 
 
 def ptycho(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PTYCHO, *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **(env or {})},
-        check=False,
-    )
+    return run_cli(*args, env=env)
 
 
 def dataset(**changes: np.ndarray) -> dict[str, np.ndarray]:
