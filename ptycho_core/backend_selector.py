@@ -21,13 +21,18 @@ import difflib
 import importlib
 import importlib.util
 import inspect
-import re
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
+from ptycho_core.entry_points import (
+    Registration,
+    normalized,
+)
+from ptycho_core.entry_points import (
+    registrations as read_registrations,
+)
 from ptycho_core.errors import (
     BackendConflictError,
     BackendLoadError,
@@ -51,8 +56,6 @@ INSTALL_HINT = (
     f"'{ENTRY_POINT_GROUP}' entry point"
 )
 """How to get a backend, appended to the unknown-backend message."""
-
-_UNKNOWN_DISTRIBUTION = "<unknown distribution>"
 
 # method → (placeholder positional arguments, keyword arguments, how the call reads)
 _PROTOCOL_CALLS: Mapping[str, tuple[int, tuple[str, ...], str]] = {
@@ -99,56 +102,6 @@ class BackendInfo:
         return result
 
 
-@dataclass(frozen=True)
-class _Registration:
-    """One entry point of one distribution."""
-
-    entry_point: EntryPoint
-    distribution: str
-    version: str | None
-
-    @property
-    def name(self) -> str:
-        return self.entry_point.name
-
-    @property
-    def where(self) -> str:
-        """``entry point NAME = VALUE (distribution DIST VERSION)``, used in every message."""
-        version = f" {self.version}" if self.version else ""
-        return (
-            f"entry point {self.entry_point.name} = {self.entry_point.value} "
-            f"(distribution {self.distribution}{version})"
-        )
-
-
-def _normalized(distribution: str) -> str:
-    """PEP 503 name normalisation: one distribution under two spellings counts once."""
-    return re.sub(r"[-_.]+", "-", distribution).lower()
-
-
-def _registrations(name: str | None = None) -> dict[str, list[_Registration]]:
-    """Entry point name → its registrations, one per distribution, reading metadata only."""
-    found = entry_points(group=ENTRY_POINT_GROUP)
-    if name is not None:
-        found = found.select(name=name)
-    result: dict[str, list[_Registration]] = {}
-    seen: set[tuple[str, str]] = set()
-    for entry_point in found:
-        dist = entry_point.dist
-        dist_name = (dist.name if dist is not None else None) or _UNKNOWN_DISTRIBUTION
-        key = (entry_point.name, _normalized(dist_name))
-        if key in seen:  # the same distribution found twice on sys.path
-            continue
-        seen.add(key)
-        version = dist.version if dist is not None else None
-        result.setdefault(entry_point.name, []).append(
-            _Registration(entry_point, dist_name, version)
-        )
-    for registrations in result.values():
-        registrations.sort(key=lambda r: _normalized(r.distribution))
-    return result
-
-
 def _describe(obj: Any) -> str:
     """A short human description of what an entry point or target resolved to."""
     if inspect.ismodule(obj):
@@ -183,7 +136,7 @@ def _unknown_message(name: str, installed: Iterable[str]) -> str:
     )
 
 
-def _conflict_message(name: str, registrations: list[_Registration]) -> str:
+def _conflict_message(name: str, registrations: list[Registration]) -> str:
     parts = "; ".join(r.where for r in registrations)
     distributions = " and ".join(repr(r.distribution) for r in registrations)
     return (
@@ -207,7 +160,7 @@ def _missing_modules(requires: Iterable[str]) -> list[str]:
     return missing
 
 
-def _unavailable_message(registration: _Registration, spec: BackendSpec, detail: str) -> str:
+def _unavailable_message(registration: Registration, spec: BackendSpec, detail: str) -> str:
     """Starts with "<Display> backend selected but <framework> module unavailable"."""
     display = spec.display_name or spec.name
     framework = spec.requires[0] if spec.requires else spec.name
@@ -280,7 +233,7 @@ def _class_problem(cls: type, expected_name: str) -> str | None:
     return None
 
 
-def _not_a_backend(registration: _Registration, obj: Any, problem: str) -> BackendLoadError:
+def _not_a_backend(registration: Registration, obj: Any, problem: str) -> BackendLoadError:
     hint = ""
     if inspect.isroutine(obj):
         hint = (
@@ -293,7 +246,7 @@ def _not_a_backend(registration: _Registration, obj: Any, problem: str) -> Backe
     )
 
 
-def _load_entry_point(registration: _Registration) -> Any:
+def _load_entry_point(registration: Registration) -> Any:
     try:
         return registration.entry_point.load()
     except Exception as error:
@@ -303,7 +256,7 @@ def _load_entry_point(registration: _Registration) -> Any:
         ) from error
 
 
-def _import_target(registration: _Registration, spec: BackendSpec) -> Any:
+def _import_target(registration: Registration, spec: BackendSpec) -> Any:
     module_name, _, attribute = spec.target.partition(":")
     try:
         obj: Any = importlib.import_module(module_name)
@@ -328,7 +281,7 @@ def _import_target(registration: _Registration, spec: BackendSpec) -> Any:
     return obj
 
 
-def _instantiate(registration: _Registration, obj: Any, spec: BackendSpec | None) -> Any:
+def _instantiate(registration: Registration, obj: Any, spec: BackendSpec | None) -> Any:
     """Call a backend class or factory with no arguments, mapping failures to errors."""
     try:
         return obj()
@@ -349,7 +302,7 @@ def _instantiate(registration: _Registration, obj: Any, spec: BackendSpec | None
         ) from error
 
 
-def _resolve(registration: _Registration, obj: Any) -> ReconstructionBackend:
+def _resolve(registration: Registration, obj: Any) -> ReconstructionBackend:
     """Turn what an entry point loaded into a checked backend object."""
     spec: BackendSpec | None = None
     if isinstance(obj, BackendSpec):
@@ -391,7 +344,7 @@ def select_backend(name: str) -> ReconstructionBackend:
     """
     if not isinstance(name, str) or not name:
         raise UnknownBackendError(f"backend name: expected a non-empty string, found {name!r}")
-    registrations = _registrations()
+    registrations = read_registrations()
     matches = registrations.get(name)
     if not matches:
         raise UnknownBackendError(_unknown_message(name, registrations))
@@ -406,7 +359,7 @@ def _first_line(text: str | None) -> str:
     return lines[0].strip() if lines else ""
 
 
-def _info(registration: _Registration, *, conflict: str | None, verify: bool) -> BackendInfo:
+def _info(registration: Registration, *, conflict: str | None, verify: bool) -> BackendInfo:
     """Describe one registration; never raises for a broken plugin."""
     base: dict[str, Any] = {
         "name": registration.name,
@@ -473,7 +426,7 @@ def available_backends(*, verify: bool = False) -> list[BackendInfo]:
     (imports its framework), so a target that fails at import is reported too.
     """
     infos = []
-    for name, registrations in _registrations().items():
+    for name, registrations in read_registrations().items():
         for registration in registrations:
             conflict = None
             if len(registrations) > 1:
@@ -496,7 +449,7 @@ def available_backends(*, verify: bool = False) -> list[BackendInfo]:
                     display_name=registration.name,
                 )
             infos.append(info)
-    return sorted(infos, key=lambda info: (info.name, _normalized(info.distribution)))
+    return sorted(infos, key=lambda info: (info.name, normalized(info.distribution)))
 
 
 def backend_info(name: str) -> BackendInfo:
@@ -507,7 +460,7 @@ def backend_info(name: str) -> BackendInfo:
     """
     if not isinstance(name, str) or not name:
         raise UnknownBackendError(f"backend name: expected a non-empty string, found {name!r}")
-    registrations = _registrations()
+    registrations = read_registrations()
     matches = registrations.get(name)
     if not matches:
         raise UnknownBackendError(_unknown_message(name, registrations))

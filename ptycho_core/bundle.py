@@ -35,14 +35,11 @@ from typing import IO, Any
 import numpy as np
 
 from ptycho_core._atomic import atomic_path, private_dir
-from ptycho_core.backend_selector import backend_info, select_backend
 from ptycho_core.config import TrainingConfig
+from ptycho_core.entry_points import registered_distribution
 from ptycho_core.errors import (
-    BackendConflictError,
-    BackendLoadError,
     BackendMismatchError,
     BundleError,
-    UnknownBackendError,
 )
 from ptycho_core.npz import read_npy_bytes
 from ptycho_core.protocol import TrainedModel
@@ -60,10 +57,8 @@ __all__ = [
     "PROBE_NAME",
     "BundleContents",
     "check_member_name",
-    "load_bundle",
     "read_bundle",
     "read_manifest",
-    "save_bundle",
     "write_bundle",
 ]
 
@@ -186,15 +181,6 @@ def _history_json(history: Mapping[str, Any]) -> dict[str, list[float | None]]:
     return out
 
 
-def _distribution_of(backend: str) -> tuple[str | None, str | None]:
-    """Distribution and version that register ``backend``; (None, None) when none does."""
-    try:
-        info = backend_info(backend)
-    except (UnknownBackendError, BackendConflictError):
-        return None, None
-    return info.distribution, info.version
-
-
 def _payload_files(root: Path) -> list[tuple[str, Path]]:
     """(member name, file) for every file the backend wrote; refuses links and specials."""
     files: list[tuple[str, Path]] = []
@@ -291,7 +277,7 @@ def _manifest(model: TrainedModel, framework: Mapping[str, str], when: datetime)
             f"write_bundle framework: expected a mapping of module name to version string, "
             f"found {framework!r}"
         )
-    distribution, distribution_version = _distribution_of(model.backend)
+    distribution, distribution_version = registered_distribution(model.backend)
     return {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -619,7 +605,7 @@ def _check_expected_backend(path: Path, manifest: Mapping[str, Any], expected: s
         raise BackendMismatchError(
             f"bundle {path} was written by backend {manifest['backend']!r}; backend "
             f"{expected!r} cannot load it; use --backend {manifest['backend']} "
-            f"(or ptycho_core.bundle.load_bundle, which picks the backend from the manifest)"
+            f"(or ptycho_core.workflows.load_bundle, which picks the backend from the manifest)"
         )
 
 
@@ -809,24 +795,3 @@ def read_bundle(
             extra=dict(manifest["extra"]),
         )
         yield contents
-
-
-# ----------------------------------------------------------------------------- dispatch
-
-
-def load_bundle(path: str | os.PathLike[str]) -> TrainedModel:
-    """Load any bundle with the backend named in its manifest."""
-    manifest = read_manifest(path)
-    backend = select_backend(manifest["backend"])
-    model = backend.load(path)
-    if not isinstance(model, TrainedModel):
-        raise BackendLoadError(
-            f"backend {manifest['backend']!r}: load({str(path)!r}) returned "
-            f"{type(model).__name__}, not a TrainedModel"
-        )
-    return model
-
-
-def save_bundle(model: TrainedModel, path: str | os.PathLike[str]) -> None:
-    """Save ``model`` with the backend that trained it (``model.backend``)."""
-    select_backend(model.backend).save(model, path)

@@ -24,10 +24,15 @@ from typing import Any
 import numpy as np
 
 from ptycho_core.backend_selector import select_backend
-from ptycho_core.bundle import load_bundle, save_bundle
+from ptycho_core.bundle import read_manifest
 from ptycho_core.config import InferenceConfig, ModelConfig, TrainingConfig
 from ptycho_core.data import PtychoData, load_npz
-from ptycho_core.errors import BackendMismatchError, CapabilityError, DataContractError
+from ptycho_core.errors import (
+    BackendLoadError,
+    BackendMismatchError,
+    CapabilityError,
+    DataContractError,
+)
 from ptycho_core.grouping import GroupedData, make_groups
 from ptycho_core.hooks import HookRelay, make_plugin_manager
 from ptycho_core.physics import normalize_probe
@@ -42,7 +47,9 @@ from ptycho_core.stitching import Stitched, stitch_patches
 
 __all__ = [
     "Reconstruction",
+    "get_backend",
     "intensity_scale",
+    "load_bundle",
     "load_inference_bundle",
     "prepare_inference_data",
     "prepare_training_data",
@@ -53,6 +60,7 @@ __all__ = [
     "refinement_config",
     "require_capability",
     "run_cdi_example",
+    "save_bundle",
     "save_model",
     "summarize_history",
     "train_cdi_model",
@@ -101,6 +109,15 @@ def _as_dataset(data: DatasetLike) -> PtychoData:
 
 def _hooks_or_default(hooks: HookRelay | None) -> HookRelay:
     return make_plugin_manager().hook if hooks is None else hooks
+
+
+def get_backend(name: str) -> ReconstructionBackend:
+    """The backend registered as ``name``: the one place core turns a name into a backend.
+
+    The selector's errors pass through (unknown name, missing framework, conflict), so a
+    caller can resolve a backend first and fail before reading any data.
+    """
+    return select_backend(name)
 
 
 def require_capability(backend: ReconstructionBackend | str, capability: type) -> Any:
@@ -257,8 +274,8 @@ def reconstruct(
     With ``initial_object`` the backend's ``infer_from`` starts from that object
     (:class:`~ptycho_core.errors.CapabilityError` for a backend without it).
     """
-    config = InferenceConfig(backend=model.backend) if config is None else config
-    if config.backend != model.backend:
+    config = InferenceConfig() if config is None else config
+    if config.backend is not None and config.backend != model.backend:
         raise BackendMismatchError(
             f"model was trained by backend '{model.backend}', but InferenceConfig.backend "
             f"is '{config.backend}'"
@@ -302,7 +319,7 @@ def reconstruct_hybrid(
     """
     name = then.backend if isinstance(then, TrainedModel) else then
     solver = require_capability(name, SupportsInitialObject)
-    config = InferenceConfig(backend=model.backend) if config is None else config
+    config = InferenceConfig() if config is None else config
     dataset = _as_dataset(data)
     first = reconstruct(model, dataset, config, hooks=hooks)
     if isinstance(then, TrainedModel):
@@ -344,7 +361,7 @@ def reassemble_cdi_image(
     ``M`` (the stitched crop size) overrides ``config.stitch_size`` when given, as
     upstream's argument of the same name does.
     """
-    config = InferenceConfig(backend=model.backend) if config is None else config
+    config = InferenceConfig() if config is None else config
     if M is not None:
         config = config.replace(stitch_size=M)
     result = reconstruct(model, test_data, config, hooks=hooks)
@@ -380,6 +397,23 @@ def run_cdi_example(
         )
         results.update({k: v for k, v in stitched.items() if k != "backend"})
     return amplitude, phase, results
+
+
+def load_bundle(path: str | os.PathLike[str]) -> TrainedModel:
+    """Load any bundle with the backend named in its manifest."""
+    manifest = read_manifest(path)
+    model = select_backend(manifest["backend"]).load(path)
+    if not isinstance(model, TrainedModel):
+        raise BackendLoadError(
+            f"backend {manifest['backend']!r}: load({str(path)!r}) returned "
+            f"{type(model).__name__}, not a TrainedModel"
+        )
+    return model
+
+
+def save_bundle(model: TrainedModel, path: str | os.PathLike[str]) -> None:
+    """Save ``model`` with the backend that trained it (``model.backend``)."""
+    select_backend(model.backend).save(model, path)
 
 
 def load_inference_bundle(

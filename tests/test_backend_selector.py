@@ -19,7 +19,7 @@ import pytest
 from ptycho_core.backend_selector import (
     INSTALL_HINT,
     BackendInfo,
-    _Registration,
+    Registration,
     _unavailable_message,
     available_backends,
     backend_info,
@@ -143,7 +143,7 @@ def test_unavailable_message_format_for_a_framework_backend() -> None:
         name="pytorch", value="ptycho_torch.spec:SPEC", group=ENTRY_POINT_GROUP
     )
     message = _unavailable_message(
-        _Registration(entry_point, "ptycho", "0.1.0"), spec, "no module named 'torch'"
+        Registration(entry_point, "ptycho", "0.1.0"), spec, "no module named 'torch'"
     )
     assert message.startswith("PyTorch backend selected but torch module unavailable")
     assert message.endswith("Install it with: pip install 'ptycho[torch]'")

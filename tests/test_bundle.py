@@ -33,10 +33,8 @@ from ptycho_core.bundle import (
     MANIFEST_NAME,
     PROBE_NAME,
     check_member_name,
-    load_bundle,
     read_bundle,
     read_manifest,
-    save_bundle,
     write_bundle,
 )
 from ptycho_core.config import InferenceConfig, TrainingConfig
@@ -44,6 +42,7 @@ from ptycho_core.errors import BackendMismatchError, BundleError, PtychoError
 from ptycho_core.grouping import GroupedData
 from ptycho_core.hooks import hookimpl, make_plugin_manager
 from ptycho_core.protocol import TrainedModel, TrainingData
+from ptycho_core.workflows import load_bundle, save_bundle
 
 pytestmark = pytest.mark.usefixtures("ptycho_test_distributions")
 

@@ -32,7 +32,6 @@ from hypothesis import strategies as st
 from ptycho_core.bundle import (
     MANIFEST_NAME,
     PROBE_NAME,
-    load_bundle,
     read_bundle,
     write_bundle,
 )
@@ -43,6 +42,7 @@ from ptycho_core.protocol import TrainedModel
 from ptycho_core.results import load_reconstruction, save_reconstruction
 from ptycho_core.simulate import SimulationConfig
 from ptycho_core.stitching import stitch_patches
+from ptycho_core.workflows import load_bundle
 
 pytestmark = pytest.mark.usefixtures("ptycho_test_distributions")
 

@@ -32,8 +32,8 @@ import numpy as np
 import pytest
 from cli_helpers import PTYCHO, quick_train_args
 
-from ptycho_core.bundle import load_bundle
 from ptycho_core.outputs import STAGING_PREFIX
+from ptycho_core.workflows import load_bundle
 
 TEST_BACKEND = "numpy-gain"
 KILLS = 8

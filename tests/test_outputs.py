@@ -207,7 +207,7 @@ def test_a_link_at_an_output_name_is_replaced_not_followed(tmp_path: Path) -> No
 def test_train_replaces_linked_outputs_instead_of_writing_through_them(
     tmp_path: Path, train_data: Path
 ) -> None:
-    from ptycho_core.bundle import load_bundle
+    from ptycho_core.workflows import load_bundle
 
     out, outside = tmp_path / "out", tmp_path / "outside"
     out.mkdir()

@@ -27,7 +27,7 @@ from helpers_ptychodus import (
 )
 from ptychodus.api.io import load_product
 
-from ptycho_core.bundle import load_bundle, read_bundle, read_manifest
+from ptycho_core.bundle import read_bundle, read_manifest
 from ptycho_core.data import load_npz
 from ptycho_core.errors import (
     BackendMismatchError,
@@ -39,7 +39,7 @@ from ptycho_core.integrations.ptychodus.mapping import (
     map_reconstruct_input,
     mean_photons_per_pattern,
 )
-from ptycho_core.workflows import refine_model, refinement_config
+from ptycho_core.workflows import load_bundle, refine_model, refinement_config
 
 pytestmark = pytest.mark.usefixtures("ptycho_test_distributions")
 
