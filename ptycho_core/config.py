@@ -430,10 +430,10 @@ class TrainingConfig(_ConfigMixin):
 class InferenceConfig(_ConfigMixin):
     """How to run a trained model; the architecture comes from the bundle's manifest."""
 
-    backend: str = _doc(
-        "backend name in the 'ptycho.backends' entry points",
-        _non_empty_str,
-        default=DEFAULT_BACKEND,
+    backend: str | None = _doc(
+        "backend that must have trained the model (None: whichever did; the model knows)",
+        _optional(_non_empty_str),
+        default=None,
     )
     batch_size: int = _doc("groups per forward pass", _int_in(1, MAX_BATCH_SIZE), default=64)
     n_groups: int | None = _doc(
