@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from ptycho_core.backend_selector import backend_info, select_backend
 from ptycho_core.config import InferenceConfig, ModelConfig, TrainingConfig
 from ptycho_core.data import save_npz
+from ptycho_core.entry_points import registered_distribution
 from ptycho_core.hooks import hookimpl, make_plugin_manager
 from ptycho_core.simulate import default_dataset
-from ptycho_core.workflows import prepare_training_data, reconstruct
+from ptycho_core.workflows import get_backend, prepare_training_data, reconstruct
 
 __all__ = ["BenchSettings", "reference_gflops", "run_benchmark"]
 
@@ -85,8 +85,8 @@ def run_benchmark(
     ``train_groups_per_s``, ``infer_over_forward`` and the reference-relative ratios.
     """
     settings = BenchSettings() if settings is None else settings
-    backend = select_backend(backend_name)
-    info = backend_info(backend_name)
+    backend = get_backend(backend_name)
+    distribution, version = registered_distribution(backend_name)
     reference = reference_gflops()
 
     model_config = ModelConfig(N=settings.N, gridsize=settings.gridsize)
@@ -160,8 +160,8 @@ def run_benchmark(
 
     return {
         "backend": backend_name,
-        "distribution": info.distribution,
-        "version": info.version,
+        "distribution": distribution,
+        "version": version,
         "N": settings.N,
         "gridsize": settings.gridsize,
         "precision": settings.precision,

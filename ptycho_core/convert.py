@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from ptycho_core.backend_selector import select_backend
 from ptycho_core.bundle import read_manifest
 from ptycho_core.errors import PtychoError
 from ptycho_core.protocol import ReconstructionBackend, TrainedModel
+from ptycho_core.workflows import get_backend
 
 __all__ = [
     "EXPORT_METHOD",
@@ -47,7 +47,7 @@ BackendLike = str | ReconstructionBackend
 
 
 def _backend(backend: BackendLike) -> ReconstructionBackend:
-    return select_backend(backend) if isinstance(backend, str) else backend
+    return get_backend(backend) if isinstance(backend, str) else backend
 
 
 def _method(backend: Any, method: str, role: str) -> Any:

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ptycho_core.backend_selector import select_backend
 from ptycho_core.config import InferenceConfig, TrainingConfig
 from ptycho_core.data import save_npz
 from ptycho_core.figures import save_truth_comparison
@@ -24,6 +23,7 @@ from ptycho_core.outputs import output_set, prepare_output_dir
 from ptycho_core.results import compare_with_truth, evaluate_stitched, save_reconstruction
 from ptycho_core.simulate import default_dataset
 from ptycho_core.workflows import (
+    get_backend,
     load_inference_bundle,
     reconstruct,
     save_model,
@@ -85,7 +85,7 @@ def run_demo(
     scale); ``precision`` that of training. Returns the test-set metrics (also written to
     ``metrics.json``, with the training's wall time as ``train_seconds``).
     """
-    select_backend(backend)  # fail fast, before simulating anything
+    get_backend(backend)  # fail fast, before simulating anything
     output_dir = prepare_output_dir(output_dir)
     with output_set(output_dir) as stage:
         metrics, train_seconds = _run(
