@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ptycho_core.errors import DataContractError
 from ptycho_core.geometry import extract_patches
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ def normalisation_factor(diffraction: np.ndarray) -> float:
     if not np.isfinite(mean_intensity):
         raise ValueError("normalisation_factor: diffraction contains non-finite values")
     if mean_intensity <= 0.0:
-        raise ValueError(
+        raise DataContractError(
             "normalisation_factor: diffraction is all zero; the normalisation is undefined"
         )
     return float(np.sqrt((N / 2) ** 2 / mean_intensity))
@@ -152,7 +153,7 @@ def group_positions(
             f"neighbor_count: must be ≥ gridsize² = {C} to draw {C} neighbours, found {K}"
         )
     if n < C:
-        raise ValueError(f"gridsize: groups of {C} positions need at least {C}, found {n}")
+        raise DataContractError(f"gridsize: groups of {C} positions need at least {C}, found {n}")
     if n_groups is not None:
         n_groups = _check_int("n_groups", n_groups, 1)
         if n_groups > n:
@@ -176,7 +177,7 @@ def group_positions(
     for scan in np.unique(scans[seeds]):
         members = np.flatnonzero(scans == scan)
         if members.size < C:
-            raise ValueError(
+            raise DataContractError(
                 f"gridsize: groups of {C} positions need at least {C} in every scan, "
                 f"found {members.size} in scan {int(scan)}"
             )

@@ -30,7 +30,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 import numpy as np
 
 from ptycho_core.config import InferenceConfig, TrainingConfig
-from ptycho_core.errors import BackendMismatchError, DataContractError
+from ptycho_core.errors import BackendMismatchError, ConfigError, DataContractError
 from ptycho_core.grouping import GroupedData
 from ptycho_core.hooks import HookRelay
 from ptycho_core.stitching import Stitched
@@ -120,24 +120,24 @@ class TrainingData:
         """
         N, channels = config.model.N, config.model.channels
         if self.N != N or self.groups.channels != channels:
-            raise ValueError(
+            raise DataContractError(
                 f"{backend}: training data: expected groups of {N}×{N}×{channels} "
                 f"(TrainingConfig.model N, gridsize²), found "
                 f"{self.N}×{self.N}×{self.groups.channels}"
             )
         if config.model.model_type == "supervised" and self.groups.object_patches is None:
-            raise ValueError(
+            raise DataContractError(
                 f"{backend}: training data: expected object_patches (ground truth) for a "
                 "'supervised' model, found none"
             )
         if not (np.isfinite(self.intensity_scale) and self.intensity_scale > 0):
-            raise ValueError(
+            raise DataContractError(
                 f"{backend}: training data: expected intensity_scale > 0, "
                 f"found {self.intensity_scale!r}"
             )
         probe_shape = np.shape(self.probe)
         if probe_shape != (N, N):
-            raise ValueError(
+            raise DataContractError(
                 f"{backend}: training data: expected a probe of shape ({N}, {N}), "
                 f"found {probe_shape}"
             )
@@ -223,7 +223,7 @@ class TrainedModel:
                 for name in mine
                 if mine[name] != theirs[name]
             )
-            raise ValueError(
+            raise ConfigError(
                 f"{backend}: TrainingConfig.model differs from the trained model's architecture "
                 f"({differences}); a refinement keeps the model's architecture"
             )

@@ -14,6 +14,8 @@ import os
 import warnings
 from collections.abc import Iterator
 
+from ptycho_core.errors import BackendUnavailableError
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf
@@ -31,12 +33,12 @@ except ImportError as error:  # Keras told to use a framework that is not instal
     _chosen = os.environ.get("KERAS_BACKEND", "tensorflow")
     if _chosen == "tensorflow":
         raise
-    raise RuntimeError(
+    raise BackendUnavailableError(
         f"{_NEEDS}, but KERAS_BACKEND is {_chosen!r} and importing Keras failed ({error}); {_FIX}"
     ) from error
 
 if keras.config.backend() != "tensorflow":
-    raise RuntimeError(
+    raise BackendUnavailableError(
         f"{_NEEDS}, but keras.config.backend() is {keras.config.backend()!r} (set by the "
         f"KERAS_BACKEND environment variable or ~/.keras/keras.json); {_FIX}"
     )

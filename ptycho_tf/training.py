@@ -31,6 +31,7 @@ import numpy as np
 
 from ptycho_core.architecture import check_buildable
 from ptycho_core.config import ModelConfig, TrainingConfig
+from ptycho_core.errors import ConfigError
 from ptycho_core.hooks import HookRelay
 from ptycho_core.physics import initial_output_gain
 from ptycho_core.protocol import TrainingData
@@ -277,7 +278,7 @@ def resolve_devices(accelerator: str, devices: int | str) -> list[str]:
         raise ValueError(f"accelerator: expected 'auto', 'cpu' or 'gpu', found {accelerator!r}")
     gpus = tf.config.list_logical_devices("GPU")
     if accelerator == "gpu" and not gpus:
-        raise RuntimeError("accelerator 'gpu' was requested, but TensorFlow sees no GPU")
+        raise ConfigError("accelerator 'gpu' was requested, but TensorFlow sees no GPU")
     kind = "GPU" if accelerator == "gpu" or (accelerator == "auto" and gpus) else "CPU"
     available = gpus if kind == "GPU" else tf.config.list_logical_devices("CPU")
     count = len(available) if devices == "auto" else devices
@@ -285,7 +286,7 @@ def resolve_devices(accelerator: str, devices: int | str) -> list[str]:
         raise ValueError(f"devices: expected 'auto' or an integer >= 1, found {devices!r}")
     if count > len(available):
         names = ", ".join(d.name for d in available) or "none"
-        raise ValueError(
+        raise ConfigError(
             f"devices: expected at most {len(available)} (the {kind} devices TensorFlow sees: "
             f"{names}), found {count}; on one CPU, tf.config.set_logical_device_configuration "
             "splits it into several logical devices"
@@ -296,12 +297,12 @@ def resolve_devices(accelerator: str, devices: int | str) -> list[str]:
 def _strategy(config: TrainingConfig) -> tuple[tf.distribute.Strategy, str | None]:
     """The distribution strategy and, for one device, the device to place everything on."""
     if config.num_nodes != 1:
-        raise ValueError(
+        raise ConfigError(
             f"TrainingConfig.num_nodes: the tensorflow backend trains on one machine "
             f"(MirroredStrategy over its devices); expected 1, found {config.num_nodes}"
         )
     if config.strategy not in _STRATEGIES:
-        raise ValueError(
+        raise ConfigError(
             f"TrainingConfig.strategy: expected one of {', '.join(map(repr, _STRATEGIES))} for the "
             f"tensorflow backend ('auto' uses MirroredStrategy when devices > 1), found "
             f"{config.strategy!r}"

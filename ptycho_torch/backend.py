@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ptycho_core.config import PRECISIONS, InferenceConfig, TrainingConfig
+from ptycho_core.errors import ConfigError
 from ptycho_core.grouping import GroupedData
 from ptycho_core.hooks import HookRelay
 from ptycho_core.protocol import TrainedModel, TrainingData
@@ -31,7 +32,7 @@ def select_device(accelerator: str) -> torch.device:
         return torch.device("cpu")
     if accelerator in ("gpu", "cuda"):
         if not torch.cuda.is_available():
-            raise ValueError(
+            raise ConfigError(
                 "accelerator: expected a device torch can use, found 'gpu' but torch sees no "
                 "CUDA device (use 'cpu' or 'auto')"
             )

@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ptycho_core.architecture import check_buildable
 from ptycho_core.config import ModelConfig, TrainingConfig
+from ptycho_core.errors import ConfigError
 from ptycho_core.hooks import HookRelay
 from ptycho_core.physics import initial_output_gain
 from ptycho_core.protocol import TrainingData
@@ -303,7 +304,7 @@ def make_trainer(config: TrainingConfig, callbacks: list[Callback], root_dir: st
     try:
         return _trainer(config, callbacks, root_dir)
     except Exception as error:  # Lightning's MisconfigurationException, ValueError, RuntimeError
-        raise ValueError(
+        raise ConfigError(
             f"TrainingConfig accelerator={config.accelerator!r}, devices={config.devices!r}, "
             f"strategy={config.strategy!r}, num_nodes={config.num_nodes!r}: not usable here "
             f"({type(error).__name__}: {error})"

@@ -203,3 +203,31 @@ def test_traceback_flag_shows_the_stack(files: dict[str, Path]) -> None:
     result = ptycho("--traceback", "evaluate", str(files["empty-reconstruction.npz"]), "x.npz")
     assert result.returncode == 1 and "Traceback" in result.stderr
     assert "DataContractError" in result.stderr
+
+
+def test_a_bug_inside_a_backend_keeps_its_traceback(files: dict[str, Path], tmp_path: Path) -> None:
+    """A plain ValueError from a backend is not the user's mistake: exit 1, full stack."""
+    trained = run_cli(
+        "-q",
+        "train",
+        str(files["valid"]),
+        "--backend",
+        "buggy-infer",
+        "--output-dir",
+        str(tmp_path / "model"),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--n-groups",
+        "8",
+    )
+    assert trained.returncode == 0, trained.stderr
+    bundle = str(tmp_path / "model" / "model.ptycho")
+    result = run_cli(
+        "-q", "infer", bundle, str(files["valid"]), "--output-dir", str(tmp_path / "r")
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" in result.stderr
+    assert "ValueError: buggy-infer: an internal inconsistency" in result.stderr
+    assert not (tmp_path / "r").exists()

@@ -1,8 +1,9 @@
 """Argument parsing, dispatch and error reporting of the ``ptycho`` command.
 
-User errors (bad files, unknown or unusable backends, invalid options) end the
-process with status 2 and one line on stderr; ``--traceback`` shows the stack for
-bug reports. Heavy modules are imported inside the commands that need them, so
+User errors (bad files, unknown or unusable backends, invalid options: every
+:class:`~ptycho_core.errors.PtychoError`) end the process with status 2 and one line on
+stderr; ``--traceback`` shows their stack for bug reports. Any other exception is a bug
+and keeps its traceback. Heavy modules are imported inside the commands that need them, so
 ``ptycho backends`` stays fast and never imports a framework.
 """
 
@@ -496,7 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run: Callable[[argparse.Namespace], int] = args.run
     try:
         return run(args)
-    except (PtychoError, ValueError, RuntimeError, OSError) as error:
+    except PtychoError as error:  # the user's mistake; anything else is a bug: its stack shows
         if args.traceback:
             raise
         text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())

@@ -258,6 +258,7 @@ def test_keras_on_another_framework_is_refused(framework: str) -> None:
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith(
-        "RuntimeError: the TensorFlow backend of ptycho needs Keras 3 running on TensorFlow"
+        "ptycho_core.errors.BackendUnavailableError: the TensorFlow backend of ptycho needs "
+        "Keras 3 running on TensorFlow"
     )
     assert repr(framework) in last and "unset KERAS_BACKEND" in last

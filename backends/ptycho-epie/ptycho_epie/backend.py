@@ -46,7 +46,7 @@ import scipy.fft
 
 from ptycho_core.bundle import read_bundle, write_bundle
 from ptycho_core.config import InferenceConfig, ModelConfig, TrainingConfig
-from ptycho_core.errors import BundleError
+from ptycho_core.errors import BundleError, ConfigError
 from ptycho_core.grouping import GroupedData
 from ptycho_core.limits import MAX_ITERATIONS
 from ptycho_core.npz import open_npz
@@ -149,7 +149,7 @@ def _check_config(name: str, config: TrainingConfig) -> None:
     for field_name in _UNUSED_TRAINING:
         value = getattr(config, field_name)
         if value != getattr(defaults_training, field_name):
-            raise ValueError(
+            raise ConfigError(
                 f"{name}: TrainingConfig.{field_name}={value!r} is a setting of gradient "
                 "training, which ePIE does not use; leave it at its default "
                 f"{getattr(defaults_training, field_name)!r}"
@@ -157,7 +157,7 @@ def _check_config(name: str, config: TrainingConfig) -> None:
     for field_name in _UNUSED_MODEL:
         value = getattr(config.model, field_name)
         if value != getattr(defaults_model, field_name):
-            raise ValueError(
+            raise ConfigError(
                 f"{name}: ModelConfig.{field_name}={value!r} describes a network, which ePIE "
                 f"does not have; leave it at its default {getattr(defaults_model, field_name)!r}"
             )
@@ -171,13 +171,13 @@ def _check_config(name: str, config: TrainingConfig) -> None:
     for field_name, allowed in supported.items():
         value = getattr(config, field_name)
         if value not in allowed:
-            raise ValueError(
+            raise ConfigError(
                 f"{name}: TrainingConfig.{field_name}={value!r} is not supported; ePIE runs "
                 f"in single precision on one CPU process ({field_name} must be one of "
                 f"{', '.join(map(repr, allowed))})"
             )
     if config.model.model_type != "pinn":
-        raise ValueError(
+        raise ConfigError(
             f"{name}: ModelConfig.model_type={config.model.model_type!r} is not supported; "
             "ePIE reconstructs from the diffraction data alone ('pinn')"
         )
@@ -535,7 +535,7 @@ class EpieBackend:
         config.require_single_device(self.name)
         for field_name, allowed in (("precision", ("32",)), ("accelerator", ("auto", "cpu"))):
             if getattr(config, field_name) not in allowed:
-                raise ValueError(
+                raise ConfigError(
                     f"{self.name}: InferenceConfig.{field_name}={getattr(config, field_name)!r} "
                     f"is not supported; ePIE runs in single precision on the CPU"
                 )

@@ -79,3 +79,15 @@ class BadSignatureBackend:
 
     def load(self, path: Any) -> None:
         raise AssertionError("never called")
+
+
+class BuggyInferBackend(ZeroBackend):
+    """ZeroBackend whose ``infer`` fails with a plain ValueError: a bug, not a user error."""
+
+    name = "buggy-infer"
+
+    def __init__(self, name: str = "buggy-infer") -> None:
+        super().__init__(name)
+
+    def infer(self, model: TrainedModel, data: Any, config: Any, *, hooks: Any) -> np.ndarray:
+        raise ValueError("buggy-infer: an internal inconsistency (a bug in the backend)")
