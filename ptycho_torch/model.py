@@ -1,6 +1,6 @@
 """The PtychoPINN generator and the full physics-informed network, in PyTorch.
 
-Architecture (model-and-physics.md §3, the TensorFlow layer plan, so parameter counts and
+Architecture (specs/model.md §3, the TensorFlow layer plan, so parameter counts and
 weights match the Keras backend): an encoder of ConvPool blocks, two independent decoders
 (amplitude, phase) of ConvUp blocks, and a final stage per decoder. With ``pad_object``
 the last ``C_OUTER = 4`` decoder channels feed "path 2" (ConvUp → Conv → swish → border
@@ -279,7 +279,7 @@ class PtychoPINN(nn.Module):
     # -- pieces ---------------------------------------------------------------------------
 
     def generator_parameters(self) -> int:
-        """Trainable parameters of the generator (encoder + decoders): model-and-physics §3."""
+        """Trainable parameters of the generator (encoder + decoders): specs/model.md §3.5."""
         modules = (self.encoder, self.decoder_amp, self.decoder_phase)
         return sum(p.numel() for m in modules for p in m.parameters() if p.requires_grad)
 
