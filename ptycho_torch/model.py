@@ -16,9 +16,10 @@ extraction, probe illumination, far-field amplitude and the output gain
 Tensors inside are NCHW-shaped and, when built from the core's NHWC arrays with
 ``permute(0, 3, 1, 2)``, channels-last in memory, the fast layout for CPU convolutions.
 
-Parameter names (the framework-neutral hierarchy; issue 5's weight export keys on it and
-``ptycho_tf`` mirrors it). ``i`` counts blocks from the input side, ``k`` ∈ {0, 1} the two
-convolutions of a block; every convolution has ``.weight`` and ``.bias``::
+Parameter names (the framework-neutral hierarchy; the weight export of
+specs/backend-protocol.md §8.1 keys on it and ``ptycho_tf`` mirrors it). ``i`` counts blocks
+from the input side, ``k`` ∈ {0, 1} the two convolutions of a block; every convolution has
+``.weight`` and ``.bias``::
 
     encoder.blocks.{i}.conv{k}              ConvPool blocks (conv, relu, conv, relu, maxpool)
     decoder_amp.blocks.{i}.conv{k}          ConvUp blocks of the decoder base
