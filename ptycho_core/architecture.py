@@ -1,6 +1,6 @@
 """The PtychoPINN network as numbers: filter plans, reserved channels, parameter counts.
 
-Both framework backends build the same network layer for layer (model-and-physics.md §3);
+Both framework backends build the same network layer for layer (specs/model.md §3);
 the numbers that define it live here once, free of any framework, so that the two builds
 cannot drift apart and a third implementation can read them off. Layer names and weight
 layouts are in ``specs/backend-protocol.md`` §8.1.
@@ -36,7 +36,7 @@ GENERATOR_PARAMETERS: Mapping[tuple[int, int], int] = {
     (256, 2): 12_916_816,
 }
 """Trainable generator parameters by (N, gridsize) at ``n_filters_scale`` 2, default heads
-(model-and-physics.md §3); the output gain comes on top."""
+(specs/model.md §3.5); the output gain comes on top."""
 
 
 def _levels(N: int) -> int:

@@ -30,7 +30,7 @@ __all__ = ["BenchSettings", "reference_gflops", "run_benchmark"]
 
 @dataclass(frozen=True, kw_only=True)
 class BenchSettings:
-    """What ``ptycho bench`` measures; defaults are the issue's reference case."""
+    """What ``ptycho bench`` measures; the defaults are its reference case (N 64, gridsize 1)."""
 
     N: int = 64
     gridsize: int = 1

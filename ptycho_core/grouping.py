@@ -1,10 +1,11 @@
 """Grouping scan positions into model inputs, and the one data normalisation.
 
-Grouping follows upstream's "sample, then group": draw seed
+Grouping follows upstream's "sample, then group" (specs/model.md §8): draw seed
 positions, then give each seed ``gridsize²`` neighbours found with a KD-tree. Every
 random choice comes from one ``numpy.random.default_rng(seed)``, so a group set is a
 pure function of the positions and the arguments. Normalisation is the single
-statistical one (§5): ``X_n = a·X`` with the mean total intensity per pattern (N/2)².
+statistical one (specs/model.md §6.1): ``X_n = a·X`` with the mean total intensity per
+pattern (N/2)².
 """
 
 from __future__ import annotations

@@ -98,7 +98,7 @@ def intensity_scale(nphotons: float, N: int) -> float:
     """s₀ = sqrt(nphotons)/(N/2): normalised amplitude × s₀ is amplitude in sqrt-photons.
 
     Equal to the dataset form sqrt(nphotons / mean Σ X_n²) because the normalisation
-    makes mean Σ X_n² = (N/2)² (model-and-physics convention, one formula for all backends).
+    makes mean Σ X_n² = (N/2)² (specs/model.md §6.2; one formula for all backends).
     """
     return math.sqrt(nphotons) / (N / 2)
 

@@ -1,7 +1,7 @@
 """The differentiable physics of PtychoPINN in TensorFlow: translation, merge, illumination, diffraction, losses.
 
 The TensorFlow twin of :mod:`ptycho_torch.physics`, function for function, following
-``model-and-physics.md`` §4–§6 and the numpy references in ``ptycho_core.geometry`` /
+``specs/model.md`` §4, §5 and §7 and the numpy references in ``ptycho_core.geometry`` /
 ``ptycho_core.physics``:
 
 - :func:`translate` moves image content by ``+dx`` columns and ``+dy`` rows, bilinear with

@@ -1,6 +1,6 @@
 """The PtychoPINN generator and the full physics-informed network, in PyTorch.
 
-Architecture (model-and-physics.md §3, the TensorFlow layer plan, so parameter counts and
+Architecture (specs/model.md §3, the TensorFlow layer plan, so parameter counts and
 weights match the Keras backend): an encoder of ConvPool blocks, two independent decoders
 (amplitude, phase) of ConvUp blocks, and a final stage per decoder. With ``pad_object``
 the last ``C_OUTER = 4`` decoder channels feed "path 2" (ConvUp → Conv → swish → border
@@ -16,9 +16,10 @@ extraction, probe illumination, far-field amplitude and the output gain
 Tensors inside are NCHW-shaped and, when built from the core's NHWC arrays with
 ``permute(0, 3, 1, 2)``, channels-last in memory, the fast layout for CPU convolutions.
 
-Parameter names (the framework-neutral hierarchy; issue 5's weight export keys on it and
-``ptycho_tf`` mirrors it). ``i`` counts blocks from the input side, ``k`` ∈ {0, 1} the two
-convolutions of a block; every convolution has ``.weight`` and ``.bias``::
+Parameter names (the framework-neutral hierarchy; the weight export of
+specs/backend-protocol.md §8.1 keys on it and ``ptycho_tf`` mirrors it). ``i`` counts blocks
+from the input side, ``k`` ∈ {0, 1} the two convolutions of a block; every convolution has
+``.weight`` and ``.bias``::
 
     encoder.blocks.{i}.conv{k}              ConvPool blocks (conv, relu, conv, relu, maxpool)
     decoder_amp.blocks.{i}.conv{k}          ConvUp blocks of the decoder base
@@ -279,7 +280,7 @@ class PtychoPINN(nn.Module):
     # -- pieces ---------------------------------------------------------------------------
 
     def generator_parameters(self) -> int:
-        """Trainable parameters of the generator (encoder + decoders): model-and-physics §3."""
+        """Trainable parameters of the generator (encoder + decoders): specs/model.md §3.5."""
         modules = (self.encoder, self.decoder_amp, self.decoder_phase)
         return sum(p.numel() for m in modules for p in m.parameters() if p.requires_grad)
 

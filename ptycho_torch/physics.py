@@ -1,6 +1,6 @@
 """The differentiable physics of PtychoPINN in torch: translation, merge, illumination, diffraction, losses.
 
-Everything here follows ``model-and-physics.md`` §4–§6 and the numpy references in
+Everything here follows ``specs/model.md`` §4, §5 and §7 and the numpy references in
 ``ptycho_core.geometry`` / ``ptycho_core.physics``:
 
 - :func:`translate` moves image content by ``+dx`` columns and ``+dy`` rows, bilinear with

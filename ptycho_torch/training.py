@@ -353,13 +353,13 @@ def _quiet_and_restored() -> Iterator[None]:
         for name in _NOISY_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
         with torch.random.fork_rng(devices=cuda_devices), warnings.catch_warnings():
-            # num_workers=0 is the fastest loader for in-memory arrays (environment.md §6).
+            # num_workers=0 is the fastest loader for in-memory arrays; the hint does not apply.
             warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
             # validation_split 0 is a legitimate choice: no validation loop then.
             warnings.filterwarnings(
                 "ignore", message=r".*`validation_step` but have no `val_dataloader`.*"
             )
-            # Lightning 2.6 with torch 2.13 trips its own deprecation inside fit (environment.md §6).
+            # Lightning 2.6 with torch 2.13 trips its own deprecation inside fit; nothing to act on.
             warnings.filterwarnings(
                 "ignore",
                 message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",

@@ -1,4 +1,4 @@
-"""The numpy reference forward model (specs/data-contract.md §4, model-and-physics.md §4)."""
+"""The numpy reference forward model (specs/data-contract.md §4, specs/model.md §5)."""
 
 from __future__ import annotations
 

@@ -156,7 +156,7 @@ def test_bf16_inference_stays_close_to_float32(small_model, small_training) -> N
 
 @pytest.mark.slow
 def test_train_save_load_infer_on_simulated_data(train_set, test_set, tmp_path) -> None:
-    """The issue's integration test: within 90 s, reloaded predictions exactly equal."""
+    """End to end: train, save, load and infer within 90 s; reloaded predictions exactly equal."""
     start = time.perf_counter()
     backend = TorchBackend()
     config = small_config(n_groups=64, nepochs=2, early_stop_patience=5)

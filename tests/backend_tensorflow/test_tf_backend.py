@@ -36,7 +36,7 @@ def test_the_backend_satisfies_the_protocol() -> None:
 
 
 def test_train_save_load_infer_within_90_seconds(tmp_path: Path) -> None:
-    """The issue's integration test: reloaded predictions equal the trained model's exactly."""
+    """End to end: train, save, load, infer; reloaded predictions equal the trained ones exactly."""
     start = time.perf_counter()
     train = default_dataset("train")
     test = default_dataset("test", n_positions=96)
