@@ -58,9 +58,9 @@ from typing import Any
 import numpy as np
 
 from ptycho_core.backend_selector import (
-    _protocol_problem,
     available_backends,
     backend_info,
+    protocol_problem,
     select_backend,
 )
 from ptycho_core.bundle import FORMAT_NAME, FORMAT_VERSION, _json_value, read_manifest, write_bundle
@@ -587,7 +587,7 @@ def check_protocol(h: BackendHarness) -> None:
     selected by name is listed as usable by ``ptycho backends``."""
     me = check_protocol
     backend = h.backend
-    problem = _protocol_problem(backend, h.name)
+    problem = protocol_problem(backend, h.name)
     if problem is not None:
         raise _fail(h, me, "a ptycho backend (name and four protocol methods)", problem)
     description = getattr(backend, "description", None)
