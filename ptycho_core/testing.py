@@ -63,7 +63,7 @@ from ptycho_core.backend_selector import (
     protocol_problem,
     select_backend,
 )
-from ptycho_core.bundle import FORMAT_NAME, FORMAT_VERSION, _json_value, read_manifest, write_bundle
+from ptycho_core.bundle import FORMAT_NAME, FORMAT_VERSION, json_value, read_manifest, write_bundle
 from ptycho_core.config import SUPPORTED_N, InferenceConfig, ModelConfig, TrainingConfig
 from ptycho_core.errors import BackendMismatchError, BundleError
 from ptycho_core.geometry import extract_patches
@@ -807,7 +807,7 @@ def check_trained_model(h: BackendHarness) -> None:
     if len(history["loss"]) != n_epochs:
         raise _fail(h, me, f"{n_epochs} 'loss' values (one per epoch)", f"{len(history['loss'])}")
     try:
-        _json_value(dict(model.extra), "TrainedModel.extra")
+        json_value(dict(model.extra), "TrainedModel.extra")
     except (ValueError, TypeError) as error:
         raise _fail(h, me, "JSON-compatible extra", str(error)) from error
 
@@ -1071,7 +1071,7 @@ def check_bundle_manifest(h: BackendHarness) -> None:
         "gridsize": h.gridsize,
         "intensity_scale": float(model.intensity_scale),
         "config": model.config.to_dict(),
-        "extra": _json_value(dict(model.extra), "extra"),
+        "extra": json_value(dict(model.extra), "extra"),
     }
     if h.selected_by_name:
         expected["distribution"] = backend_info(h.name).distribution
@@ -1100,7 +1100,7 @@ def check_bundle_manifest(h: BackendHarness) -> None:
         and loaded.probe.dtype == np.complex64
         and np.array_equal(loaded.probe, model.probe),
         "history": _same_history(loaded.history, model.history),
-        "extra": _json_value(dict(loaded.extra), "extra") == expected["extra"],
+        "extra": json_value(dict(loaded.extra), "extra") == expected["extra"],
     }
     wrong = [key for key, ok in checks.items() if not ok]
     if wrong:
