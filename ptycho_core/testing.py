@@ -107,6 +107,9 @@ KNOWN_CAPABILITIES: Mapping[str, str] = MappingProxyType(
 
 # Modules that ptycho_core itself needs: never "another backend's" dependency.
 _CORE_MODULES = frozenset({"numpy", "scipy", "pluggy", "ptycho_core", "importlib_metadata"})
+_DEFAULT_N = 64
+_DEFAULT_GRIDSIZE = 1
+_ACCELERATOR = "cpu"  # every run of the kit is on the CPU
 _N_POSITIONS = 24
 _EPOCHS = 2
 _TRAIN_BATCH = 8
@@ -267,8 +270,8 @@ class BackendHarness:
         self,
         backend: str | type | object,
         *,
-        N: int = 64,
-        gridsize: int = 1,
+        N: int = _DEFAULT_N,
+        gridsize: int = _DEFAULT_GRIDSIZE,
         tmp_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if N not in SUPPORTED_N:
@@ -370,7 +373,7 @@ class BackendHarness:
             "n_groups": None,
             "validation_split": _VALIDATION_SPLIT,
             "seed": _SEED,
-            "accelerator": "cpu",
+            "accelerator": _ACCELERATOR,
         }
         values.update(changes)
         return TrainingConfig(**values)
@@ -380,7 +383,7 @@ class BackendHarness:
             "backend": self.name,
             "batch_size": _INFER_BATCH,
             "seed": _SEED,
-            "accelerator": "cpu",
+            "accelerator": _ACCELERATOR,
         }
         values.update(changes)
         return InferenceConfig(**values)
@@ -817,7 +820,7 @@ def check_train_rejects_mismatch(h: BackendHarness) -> None:
     """``train`` raises ValueError before the first epoch when the data's N or number of
     patterns per group differ from the config's."""
     me = check_train_rejects_mismatch
-    other_N = 128 if h.N != 128 else 64
+    other_N = next(n for n in SUPPORTED_N if n != h.N)
     config = h.training_config()
     data = h.training_data(config)
     cases = [
@@ -1611,8 +1614,8 @@ def run_check(harness: BackendHarness, check: Callable[[BackendHarness], None]) 
 def check_backend(
     name_or_class: str | type | object,
     *,
-    N: int = 64,
-    gridsize: int = 1,
+    N: int = _DEFAULT_N,
+    gridsize: int = _DEFAULT_GRIDSIZE,
     tmp_dir: str | os.PathLike[str] | None = None,
     checks: Iterable[str | Callable[[BackendHarness], None]] | None = None,
 ) -> ConformanceReport:
@@ -1636,8 +1639,8 @@ def check_backend(
 def backend_checks(
     backend: str | type | object,
     *,
-    N: int = 64,
-    gridsize: int = 1,
+    N: int = _DEFAULT_N,
+    gridsize: int = _DEFAULT_GRIDSIZE,
     checks: Iterable[str | Callable[[BackendHarness], None]] | None = None,
 ) -> Iterator[tuple[BackendHarness, Callable[[BackendHarness], None]]]:
     """(harness, check) pairs for one backend; the harness is shared, so the artefacts
@@ -1671,8 +1674,8 @@ class _PytestCheck:
 def parametrize_with_checks(
     backends: Sequence[str | type | object],
     *,
-    N: int = 64,
-    gridsize: int = 1,
+    N: int = _DEFAULT_N,
+    gridsize: int = _DEFAULT_GRIDSIZE,
     checks: Iterable[str | Callable[[BackendHarness], None]] | None = None,
 ) -> Any:
     """A ``pytest.mark.parametrize`` over (backend, check) with ids ``NAME-check_x``.
