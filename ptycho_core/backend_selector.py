@@ -47,6 +47,7 @@ __all__ = [
     "available_backends",
     "backend_info",
     "describe_backends",
+    "protocol_problem",
     "select_backend",
 ]
 
@@ -194,8 +195,15 @@ def _call_problem(method: Any, method_name: str, drop_self: bool = False) -> str
     return None
 
 
-def _protocol_problem(obj: Any, expected_name: str) -> str | None:
-    """Why an object is not a backend registered as ``expected_name``, or None."""
+def protocol_problem(obj: Any, expected_name: str) -> str | None:
+    """Why ``obj`` is not a backend registered as ``expected_name``, or None when it is one.
+
+    The validation of :func:`select_backend` (specs/backend-protocol.md §2, step 7): a
+    string ``name`` equal to ``expected_name`` and callable ``train``, ``infer``, ``save``
+    and ``load`` whose signatures accept the protocol's calls. Imports nothing and calls
+    none of the methods (an attribute that raises propagates); the conformance kit
+    applies it to the backend under test.
+    """
     name = getattr(obj, "name", None)
     if name is None:
         return "it has no 'name' attribute"
@@ -214,7 +222,7 @@ def _protocol_problem(obj: Any, expected_name: str) -> str | None:
 
 
 def _class_problem(cls: type, expected_name: str) -> str | None:
-    """The static part of :func:`_protocol_problem` for a class that is not instantiated."""
+    """The static part of :func:`protocol_problem` for a class that is not instantiated."""
     name = inspect.getattr_static(cls, "name", None)
     if isinstance(name, str) and name != expected_name:
         return f"its name {name!r} differs from the entry point name {expected_name!r}"
@@ -324,7 +332,7 @@ def _resolve(registration: Registration, obj: Any) -> ReconstructionBackend:
     elif inspect.isclass(obj):
         obj = _instantiate(registration, obj, None)
     try:
-        problem = _protocol_problem(obj, registration.name)
+        problem = protocol_problem(obj, registration.name)
     except Exception as error:  # e.g. a 'name' property that raises
         raise BackendLoadError(
             f"backend {registration.name!r}: checking {_describe(obj)} failed: "
@@ -407,7 +415,7 @@ def _info(registration: Registration, *, conflict: str | None, verify: bool) -> 
         if inspect.isclass(obj):
             problem = _class_problem(obj, registration.name)
         else:
-            problem = _protocol_problem(obj, registration.name)
+            problem = protocol_problem(obj, registration.name)
         if problem is not None:
             reason = str(_not_a_backend(registration, obj, problem))
     if reason is None and verify:

@@ -57,6 +57,7 @@ __all__ = [
     "PROBE_NAME",
     "BundleContents",
     "check_member_name",
+    "json_value",
     "read_bundle",
     "read_manifest",
     "write_bundle",
@@ -125,8 +126,13 @@ def _utc_now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
-def _json_value(value: Any, where: str) -> Any:
-    """A JSON-compatible copy of ``value`` (numpy scalars/arrays become Python values)."""
+def json_value(value: Any, where: str) -> Any:
+    """A JSON-compatible copy of ``value`` (numpy scalars/arrays become Python values).
+
+    What a manifest stores for ``TrainedModel.extra``. Raises ValueError, naming ``where``
+    and the offending item, for a non-finite number, a non-string key or a value of
+    another type.
+    """
     if isinstance(value, np.generic | np.ndarray):
         value = value.tolist()
     if value is None or isinstance(value, bool | str):
@@ -142,10 +148,10 @@ def _json_value(value: Any, where: str) -> Any:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ValueError(f"{where}: expected string keys, found {key!r}")
-            out[key] = _json_value(item, f"{where}[{key!r}]")
+            out[key] = json_value(item, f"{where}[{key!r}]")
         return out
     if isinstance(value, list | tuple):
-        return [_json_value(item, f"{where}[{i}]") for i, item in enumerate(value)]
+        return [json_value(item, f"{where}[{i}]") for i, item in enumerate(value)]
     raise ValueError(
         f"{where}: expected a JSON-compatible value (dict, list, str, number, bool, None), "
         f"found {type(value).__name__}"
@@ -292,7 +298,7 @@ def _manifest(model: TrainedModel, framework: Mapping[str, str], when: datetime)
         "gridsize": model.config.model.gridsize,
         "intensity_scale": float(scale),
         "history": _history_json(model.history),
-        "extra": _json_value(dict(model.extra), "TrainedModel.extra"),
+        "extra": json_value(dict(model.extra), "TrainedModel.extra"),
     }
 
 
