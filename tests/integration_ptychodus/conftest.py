@@ -19,8 +19,8 @@ pytest.importorskip("ptychodus.api.reconstruct")
 from helpers_ptychodus import Captured
 
 from ptycho_core.data import PtychoData
-from ptycho_core.integrations.ptychodus import LOGGER_NAME, launcher
 from ptycho_core.simulate import default_dataset
+from ptycho_ptychodus import LOGGER_NAME, launcher
 
 HERE = Path(__file__).parent
 

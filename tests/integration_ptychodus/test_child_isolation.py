@@ -16,8 +16,8 @@ import pytest
 
 from ptycho_core.config import TrainingConfig
 from ptycho_core.data import PtychoData, save_npz
-from ptycho_core.integrations.ptychodus.runner import run_job
-from ptycho_core.integrations.ptychodus.worker import TrainJob
+from ptycho_ptychodus.runner import run_job
+from ptycho_ptychodus.worker import TrainJob
 
 pytestmark = pytest.mark.usefixtures("ptycho_test_distributions")
 

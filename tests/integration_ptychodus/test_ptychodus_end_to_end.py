@@ -36,10 +36,10 @@ from helpers_ptychodus import (
 
 from ptycho_core.bundle import read_manifest
 from ptycho_core.data import PtychoData
-from ptycho_core.integrations.ptychodus.runner import CHILD_MODULE, WorkerError
 from ptycho_core.metrics import evaluate
 from ptycho_core.results import load_reconstruction
 from ptycho_core.simulate import default_dataset
+from ptycho_ptychodus.runner import CHILD_MODULE, WorkerError
 
 EPOCHS = 4
 GROUPS = 128

@@ -23,7 +23,8 @@ from ptycho_core import physics
 from ptycho_core.data import load_npz, save_npz
 from ptycho_core.errors import DataContractError
 from ptycho_core.geometry import extract_patches
-from ptycho_core.integrations.ptychodus.mapping import (
+from ptycho_core.simulate import SimulationConfig, simulate
+from ptycho_ptychodus.mapping import (
     first_probe_mode,
     inpaint_bad_pixels,
     intensities_to_amplitudes,
@@ -32,7 +33,6 @@ from ptycho_core.integrations.ptychodus.mapping import (
     object_pixels_to_positions,
     positions_to_object_pixels,
 )
-from ptycho_core.simulate import SimulationConfig, simulate
 
 # ----------------------------------------------------------------------------- inpainting
 
@@ -206,7 +206,7 @@ def test_bad_pixels_are_inpainted_before_the_square_root(small_test, captured) -
     patterns[:, mask] = 10**6  # hot pixels: must not survive
     parameters = ReconstructInput(patterns, mask, pty.product)
     mapped = map_reconstruct_input(parameters)
-    mapped.log_summary(logging.getLogger("ptycho_core.integrations.ptychodus"))
+    mapped.log_summary(logging.getLogger("ptycho_ptychodus"))
     expected = np.sqrt(inpaint_bad_pixels(patterns, mask))
     np.testing.assert_allclose(mapped.data.diffraction, expected, rtol=1e-6)
     assert mapped.data.diffraction[:, mask].max() < 10**3
@@ -221,7 +221,7 @@ def test_probe_mode_zero_is_used_and_dropped_power_is_reported(small_test, captu
     np.testing.assert_array_equal(mapped.data.probe, small_test.probe)
     expected = 0.25 / 1.25
     assert mapped.dropped_mode_power == pytest.approx(expected, rel=1e-6)
-    mapped.log_summary(logging.getLogger("ptycho_core.integrations.ptychodus"))
+    mapped.log_summary(logging.getLogger("ptycho_ptychodus"))
     assert "probe mode 0 only; the other modes carry 20.0%" in captured.text(logging.WARNING)
     probe, dropped = first_probe_mode(modes[:1])
     assert dropped == 0.0 and probe.shape == (64, 64)

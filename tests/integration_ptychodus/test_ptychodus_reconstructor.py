@@ -35,11 +35,11 @@ from ptycho_core.errors import (
     CapabilityError,
     DataContractError,
 )
-from ptycho_core.integrations.ptychodus.mapping import (
+from ptycho_core.workflows import load_bundle, refine_model, refinement_config
+from ptycho_ptychodus.mapping import (
     map_reconstruct_input,
     mean_photons_per_pattern,
 )
-from ptycho_core.workflows import load_bundle, refine_model, refinement_config
 
 pytestmark = pytest.mark.usefixtures("ptycho_test_distributions")
 

@@ -17,9 +17,9 @@ from typing import Any
 from ptychodus.api.reconstruct import Reconstructor, ReconstructorLibrary
 
 from ptycho_core import __version__
-from ptycho_core.integrations.ptychodus import LIBRARY_NAME, LOGGER_NAME
-from ptycho_core.integrations.ptychodus.reconstructor import MODEL_TYPES, PtychoReconstructor
-from ptycho_core.integrations.ptychodus.settings import PtychoSettings
+from ptycho_ptychodus import LIBRARY_NAME, LOGGER_NAME
+from ptycho_ptychodus.reconstructor import MODEL_TYPES, PtychoReconstructor
+from ptycho_ptychodus.settings import PtychoSettings
 
 __all__ = ["PtychoReconstructorLibrary"]
 

@@ -1,9 +1,9 @@
 """Run a worker job in a child process or in a thread of Ptychodus's process.
 
 Both ways look the same to the caller: :func:`run_job` is a generator of the job's
-events (see :mod:`~ptycho_core.integrations.ptychodus.worker`), it re-raises the job's
-exception, and closing it early (Ptychodus stopped the task) stops the job: a child
-process is terminated, an in-process job is cancelled at its next epoch or batch.
+events (see :mod:`~ptycho_ptychodus.worker`), it re-raises the job's exception, and
+closing it early (Ptychodus stopped the task) stops the job: a child process is
+terminated, an in-process job is cancelled at its next epoch or batch.
 specs/ptychodus.md §5 gives the measured costs of each mode and why a child process is
 the default.
 """
@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import ptycho_core
-from ptycho_core.integrations.ptychodus import LOGGER_NAME
-from ptycho_core.integrations.ptychodus.worker import (
+from ptycho_ptychodus import LOGGER_NAME
+from ptycho_ptychodus.worker import (
     FRAME_HEADER,
     ModelCache,
     ReconstructJob,
@@ -36,7 +36,7 @@ from ptycho_core.integrations.ptychodus.worker import (
 
 __all__ = ["CHILD_MODULE", "WorkerError", "run_job"]
 
-CHILD_MODULE = "ptycho_core.integrations.ptychodus._child"
+CHILD_MODULE = "ptycho_ptychodus._child"
 """Module the worker process runs (``python -P -m CHILD_MODULE FD``)."""
 
 _POLL_S = 0.2
@@ -118,21 +118,25 @@ def _child_path() -> list[str]:
 
     Ptychodus may be started in any folder, and a ``numpy.py`` lying there must not run in
     the child. So ``''``, ``'.'`` and every entry that resolves to the working directory
-    are left out, except the folder this ``ptycho_core`` was imported from (a source
-    checkout started from its own root: the child must run the same ptycho). Relative
-    entries are made absolute, since the child runs in another directory.
+    are left out, except the folders this ``ptycho_ptychodus`` and its ``ptycho_core`` were
+    imported from (a source checkout started from its own root: the child must run the
+    same ptycho). Relative entries are made absolute, since the child runs in another
+    directory.
     """
     try:
         cwd: str | None = os.path.realpath(os.getcwd())
     except OSError:  # the working directory was removed: relative entries name nothing
         cwd = None
-    own = os.path.realpath(Path(ptycho_core.__file__).parents[1])
+    own = {
+        os.path.realpath(Path(module_file).parents[1])
+        for module_file in (__file__, ptycho_core.__file__)
+    }
     paths = []
     for entry in sys.path:
         if not entry or (cwd is None and not os.path.isabs(entry)):
             continue
         resolved = os.path.realpath(entry)
-        if (resolved != cwd or resolved == own) and os.path.isdir(resolved):
+        if (resolved != cwd or resolved in own) and os.path.isdir(resolved):
             paths.append(os.path.abspath(entry))
     return paths
 
@@ -260,8 +264,8 @@ def run_job(
 
     ``in_process`` runs it in a thread of this process (``cache`` then keeps the loaded
     model between calls); otherwise in a child process (``python -P -m CHILD_MODULE``) that
-    imports only ``ptycho_core`` and the selected backend. ``timeout`` bounds the silence between two
-    events (None: no bound).
+    imports only the worker, ``ptycho_core`` and the selected backend. ``timeout`` bounds the
+    silence between two events (None: no bound).
     """
     if in_process:
         return _in_thread(job, cache, timeout)

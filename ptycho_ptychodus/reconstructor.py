@@ -7,8 +7,8 @@ what it refuses) is specified in specs/ptychodus.md §2.
 
 The parent side imports Ptychodus's API, numpy and ``ptycho_core`` only: reading a
 bundle's manifest, copying bundles and converting data never import a framework. The
-framework runs in :mod:`~ptycho_core.integrations.ptychodus.worker`, in a child process
-unless the RunInSubprocess setting is off.
+framework runs in :mod:`~ptycho_ptychodus.worker`, in a child process unless the
+RunInSubprocess setting is off.
 """
 
 from __future__ import annotations
@@ -40,15 +40,15 @@ from ptycho_core.backend_selector import select_backend
 from ptycho_core.bundle import BUNDLE_EXTENSION, read_manifest
 from ptycho_core.data import load_npz, save_npz
 from ptycho_core.errors import BackendMismatchError
-from ptycho_core.integrations.ptychodus import SETTINGS_GROUP
-from ptycho_core.integrations.ptychodus.mapping import (
+from ptycho_ptychodus import SETTINGS_GROUP
+from ptycho_ptychodus.mapping import (
     MappedInput,
     map_reconstruct_input,
     mean_photons_per_pattern,
 )
-from ptycho_core.integrations.ptychodus.runner import run_job
-from ptycho_core.integrations.ptychodus.settings import PtychoSettings, backend_problem
-from ptycho_core.integrations.ptychodus.worker import ModelCache, ReconstructJob, TrainJob
+from ptycho_ptychodus.runner import run_job
+from ptycho_ptychodus.settings import PtychoSettings, backend_problem
+from ptycho_ptychodus.worker import ModelCache, ReconstructJob, TrainJob
 
 __all__ = ["MODEL_TYPES", "PROGRESS_GOAL", "TRAINING_DATA_NAME", "PtychoReconstructor"]
 

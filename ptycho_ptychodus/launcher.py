@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from importlib.metadata import entry_points
 from typing import Any
 
-from ptycho_core.integrations.ptychodus import LOGGER_NAME
+from ptycho_ptychodus import LOGGER_NAME
 
 __all__ = ["ENTRY_POINT_GROUP", "install", "installed", "library_factories", "main", "uninstall"]
 
@@ -40,7 +40,7 @@ def library_factories() -> list[tuple[str, Callable[..., Any]]]:
     An entry point that fails to load is logged and skipped; ptycho's library is
     included even when the distribution's metadata is missing (a source tree).
     """
-    from ptycho_core.integrations.ptychodus.library import PtychoReconstructorLibrary
+    from ptycho_ptychodus.library import PtychoReconstructorLibrary
 
     factories: list[tuple[str, Callable[..., Any]]] = []
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):

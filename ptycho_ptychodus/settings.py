@@ -26,7 +26,7 @@ from ptycho_core.config import (
     TrainingConfig,
 )
 from ptycho_core.errors import PtychoError, UnknownBackendError
-from ptycho_core.integrations.ptychodus import SETTINGS_GROUP
+from ptycho_ptychodus import SETTINGS_GROUP
 
 __all__ = [
     "ADAPTER_SETTINGS",
