@@ -134,9 +134,9 @@ def test_configs_are_frozen_and_replace_revalidates() -> None:
         config.replace(nepochs=-1)
 
 
-def test_backend_defaults_to_tensorflow_like_upstream() -> None:
+def test_training_defaults_to_tensorflow_like_upstream_and_inference_to_the_model() -> None:
     assert TrainingConfig().backend == "tensorflow"
-    assert InferenceConfig().backend == "tensorflow"
+    assert InferenceConfig().backend is None  # the model knows its backend
 
 
 def test_silu_is_an_alias_of_swish() -> None:

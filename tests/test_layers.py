@@ -7,6 +7,8 @@ Every import statement of every module counts, including those inside functions.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -81,3 +83,22 @@ def test_the_walk_sees_the_layers() -> None:
     assert "ptycho_core.backend_selector.select_backend" in MODULES["workflows"]
     assert "npz" in _core_targets(MODULES["bundle"])
     assert "entry_points" in _core_targets(MODULES["backend_selector"])
+
+
+def test_importing_ptycho_core_loads_no_package_built_on_it() -> None:
+    """What the walk cannot see (an import through ``importlib``), the interpreter can."""
+    dependents = (
+        "ptycho_ptychodus",
+        "ptycho_torch",
+        "ptycho_tf",
+        "ptychodus",
+        "torch",
+        "tensorflow",
+    )
+    code = (
+        f"import sys, ptycho_core\nprint(','.join(m for m in {dependents!r} if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert result.stdout.strip() == ""

@@ -130,6 +130,17 @@ def gain_model(datasets):  # type: ignore[no-untyped-def]
     return workflows.train_cdi_model(datasets[0], None, config)["model"]
 
 
+@pytest.mark.parametrize("config", [None, InferenceConfig(batch_size=32)])
+def test_reconstruct_runs_any_backends_model_with_default_configs(  # type: ignore[no-untyped-def]
+    gain_model, datasets, config
+) -> None:
+    """A model knows its backend: a default InferenceConfig names none and needs none."""
+    result = workflows.reconstruct(gain_model, datasets[1], config)
+    assert result.backend == TEST_BACKEND and result.stitched.covered.any()
+    with pytest.raises(BackendMismatchError, match=r"InferenceConfig\.backend"):
+        workflows.reconstruct(gain_model, datasets[1], InferenceConfig(backend="direct-zero"))
+
+
 def test_reconstruct_hands_the_initial_object_to_the_backend_unchanged(datasets) -> None:  # type: ignore[no-untyped-def]
     test = datasets[1]
     echo = select_backend("object-echo")

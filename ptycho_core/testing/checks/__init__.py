@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from ptycho_core.errors import ConfigError
 from ptycho_core.testing.checks.determinism import (
     check_infer_deterministic,
     check_train_deterministic,
@@ -114,7 +115,7 @@ def select_checks(checks: Iterable[str | Check] | None) -> tuple[Check, ...]:
 
     An item is a check function (run as given) or the name of one of :data:`CHECKS`: its
     function name (``'check_infer_output'``), its rule (``'infer-output'``) or its function
-    name without ``check_`` (``'infer_output'``). An unknown name raises ValueError
+    name without ``check_`` (``'infer_output'``). An unknown name raises ConfigError (a ValueError)
     listing the known checks.
     """
     if checks is None:
@@ -131,7 +132,7 @@ def select_checks(checks: Iterable[str | Check] | None) -> tuple[Check, ...]:
         elif item in by_name:
             chosen.append(by_name[item])
         else:
-            raise ValueError(
+            raise ConfigError(
                 f"check_backend: unknown check {item!r}; known checks: "
                 f"{', '.join(c.__name__ for c in CHECKS)}"
             )
