@@ -22,6 +22,7 @@ from ptycho_core.config import InferenceConfig, ModelConfig, TrainingConfig
 from ptycho_core.data import save_npz
 from ptycho_core.entry_points import registered_distribution
 from ptycho_core.hooks import hookimpl, make_plugin_manager
+from ptycho_core.protocol import SupportsForward
 from ptycho_core.simulate import default_dataset
 from ptycho_core.workflows import get_backend, prepare_training_data, reconstruct
 
@@ -123,7 +124,7 @@ def run_benchmark(
     steady = epoch_times[1:] if len(epoch_times) > 1 else epoch_times
     train_rate = training.n_groups / statistics.median(steady)
 
-    forward = getattr(backend, "forward", None)
+    forward = backend.forward if isinstance(backend, SupportsForward) else None
     rng = np.random.default_rng(settings.seed)
     batch = rng.random((settings.batch_size, settings.N, settings.N, channels), dtype=np.float32)
     coords = np.zeros((settings.batch_size, 1, 2, channels), dtype=np.float32)

@@ -22,7 +22,12 @@ import numpy as np
 
 from ptycho_core.bundle import read_manifest
 from ptycho_core.errors import PtychoError
-from ptycho_core.protocol import ReconstructionBackend, TrainedModel
+from ptycho_core.protocol import (
+    ReconstructionBackend,
+    SupportsArrayExport,
+    SupportsArrayImport,
+    TrainedModel,
+)
 from ptycho_core.workflows import get_backend
 
 __all__ = [
@@ -50,16 +55,19 @@ def _backend(backend: BackendLike) -> ReconstructionBackend:
     return get_backend(backend) if isinstance(backend, str) else backend
 
 
+_ROLES = {"source": SupportsArrayExport, "target": SupportsArrayImport}
+
+
 def _method(backend: Any, method: str, role: str) -> Any:
-    function = getattr(backend, method, None)
-    if not callable(function):
+    """``backend``'s ``method`` when it has the capability the ``role`` needs."""
+    if not isinstance(backend, _ROLES[role]) or not callable(getattr(backend, method)):
         raise ConversionError(
             f"backend {backend.name!r} cannot be the {role} of a conversion: it has no "
             f"{method!r} method (framework-neutral weights are an optional part of the "
             "protocol, specs/backend-protocol.md §8; a conversion needs export_arrays on the "
             "source backend and import_arrays on the target backend)"
         )
-    return function
+    return getattr(backend, method)
 
 
 def _value_problem(array: np.ndarray) -> str:
@@ -203,9 +211,8 @@ def convert_model(model: TrainedModel, source: BackendLike, target: BackendLike)
             f"{type(converted).__name__} of backend {getattr(converted, 'backend', None)!r}, not a "
             f"TrainedModel of backend {target_backend.name!r}"
         )
-    export_back = getattr(target_backend, EXPORT_METHOD, None)
-    if callable(export_back):
-        _check_round_trip(arrays, export_back(converted), target_backend.name)
+    if isinstance(target_backend, SupportsArrayExport):
+        _check_round_trip(arrays, target_backend.export_arrays(converted), target_backend.name)
     return converted
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
@@ -37,19 +38,32 @@ from ptycho_core.stitching import Stitched
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "KNOWN_CAPABILITIES",
     "PROTOCOL_METHODS",
     "BackendSpec",
+    "DeclaresCapabilities",
     "ReconstructionBackend",
+    "SupportsArrayExport",
+    "SupportsArrayImport",
+    "SupportsForward",
     "SupportsInitialObject",
     "SupportsWarmStart",
     "TrainedModel",
     "TrainingData",
+    "declared_capabilities",
 ]
 
 _Payload = TypeVar("_Payload")
 
 ENTRY_POINT_GROUP = "ptycho.backends"
 PROTOCOL_METHODS: tuple[str, ...] = ("train", "infer", "save", "load")
+KNOWN_CAPABILITIES: Mapping[str, str] = MappingProxyType(
+    {
+        "deterministic": "training is reproducible for a seed on the CPU (check 'train-deterministic')",
+        "gridsize_gt_1": "gridsize > 1 is supported (the training and inference checks at gridsize > 1)",
+    }
+)
+"""Names a backend may declare False in its ``capabilities`` mapping; all default to True."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -330,3 +344,66 @@ class SupportsInitialObject(Protocol):
         """A ready model without training: ``probe`` is the normalised P̃ (N, N) complex64
         (e.g. a network model's ``probe``), ``config.nepochs`` the iteration count."""
         ...
+
+
+@runtime_checkable
+class SupportsForward(Protocol):
+    """Optional capability: the bare forward pass on one batch (specs/backend-protocol.md §5),
+    without hooks, batching or input checks, so ``ptycho bench`` can time the model alone."""
+
+    def forward(
+        self,
+        model: TrainedModel,
+        diffraction: np.ndarray,
+        coords_relative: np.ndarray,
+        *,
+        precision: str = "32",
+        accelerator: str = "auto",
+    ) -> np.ndarray:
+        """Complex64 (B, N, N, 1) patches for normalised (B, N, N, C) float32 patterns."""
+        ...
+
+
+@runtime_checkable
+class SupportsArrayExport(Protocol):
+    """Optional capability: framework-neutral weights (specs/backend-protocol.md §8), the
+    source side of a conversion between backends."""
+
+    def export_arrays(self, model: TrainedModel) -> dict[str, np.ndarray]:
+        """The model's weights by neutral name, in the neutral layouts of §8."""
+        ...
+
+
+@runtime_checkable
+class SupportsArrayImport(Protocol):
+    """Optional capability: a model built from framework-neutral weights (§8), the target
+    side of a conversion between backends."""
+
+    def import_arrays(
+        self,
+        arrays: Mapping[str, np.ndarray],
+        *,
+        config: TrainingConfig,
+        probe: np.ndarray,
+        intensity_scale: float,
+        history: Mapping[str, Any] | None = None,
+    ) -> TrainedModel:
+        """A trained model of this backend holding ``arrays``; a missing, unexpected or
+        mis-shaped array raises ``ValueError`` naming it."""
+        ...
+
+
+@runtime_checkable
+class DeclaresCapabilities(Protocol):
+    """A backend that declares features it does not offer (§5), e.g.
+    ``capabilities = {"deterministic": False}``; every known name defaults to True."""
+
+    capabilities: Mapping[str, bool]
+
+
+def declared_capabilities(backend: Any) -> dict[str, bool]:
+    """``KNOWN_CAPABILITIES`` all True, overridden by what ``backend`` declares."""
+    merged = dict.fromkeys(KNOWN_CAPABILITIES, True)
+    if isinstance(backend, DeclaresCapabilities) and isinstance(backend.capabilities, Mapping):
+        merged.update({k: v for k, v in backend.capabilities.items() if isinstance(v, bool)})
+    return merged

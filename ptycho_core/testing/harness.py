@@ -12,7 +12,6 @@ import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -21,19 +20,17 @@ from ptycho_core.backend_selector import select_backend
 from ptycho_core.config import SUPPORTED_N, InferenceConfig, TrainingConfig
 from ptycho_core.grouping import GroupedData
 from ptycho_core.hooks import hookimpl, make_plugin_manager
-from ptycho_core.protocol import TrainedModel, TrainingData
+from ptycho_core.protocol import (
+    KNOWN_CAPABILITIES,
+    TrainedModel,
+    TrainingData,
+    declared_capabilities,
+)
 from ptycho_core.testing import data
 from ptycho_core.testing.errors import CheckSkipped, ConformanceError
 
 __all__ = ["KNOWN_CAPABILITIES", "BackendHarness", "Check", "HookRecorder", "Run"]
 
-KNOWN_CAPABILITIES: Mapping[str, str] = MappingProxyType(
-    {
-        "deterministic": "training is reproducible for a seed on the CPU (check 'train-deterministic')",
-        "gridsize_gt_1": "gridsize > 1 is supported (the training and inference checks at gridsize > 1)",
-    }
-)
-"""Capability names a backend may declare in ``capabilities``; all default to True."""
 
 # The spec section of each backend method, for the rule '<method>-runs' its exception breaks.
 _METHOD_SECTIONS: Mapping[str, str] = {
@@ -206,11 +203,7 @@ class BackendHarness:
     @property
     def capabilities(self) -> dict[str, bool]:
         """Declared capabilities merged over the defaults (all True)."""
-        declared = getattr(self.backend, "capabilities", None)
-        merged = dict.fromkeys(KNOWN_CAPABILITIES, True)
-        if isinstance(declared, Mapping):
-            merged.update({k: v for k, v in declared.items() if isinstance(v, bool)})
-        return merged
+        return declared_capabilities(self.backend)
 
     def require(self, capability: str) -> None:
         """Skip the calling check when the backend declares ``capability`` False."""

@@ -11,7 +11,12 @@ import numpy as np
 
 from ptycho_core.geometry import extract_patches
 from ptycho_core.grouping import GroupedData
-from ptycho_core.protocol import SupportsInitialObject, SupportsWarmStart, TrainedModel
+from ptycho_core.protocol import (
+    SupportsForward,
+    SupportsInitialObject,
+    SupportsWarmStart,
+    TrainedModel,
+)
 from ptycho_core.testing.checks.determinism import DETERMINISM_RTOL
 from ptycho_core.testing.checks.support import (
     expect_raises,
@@ -45,9 +50,9 @@ def check_forward(h: BackendHarness) -> None:
     """The optional ``forward(model, diffraction, coords_relative)`` returns a finite
     complex64 array (B, N, N, 1) for one batch."""
     me = check_forward
-    forward = getattr(h.backend, "forward", None)
-    if forward is None:
-        raise CheckSkipped("the backend has no optional 'forward' method")
+    if not isinstance(h.backend, SupportsForward):
+        raise CheckSkipped("the backend has no optional 'forward' method (SupportsForward, §5)")
+    forward = h.backend.forward
     groups = h.groups()
     batch = min(INFER_BATCH, groups.n_groups)
     out = h.call(

@@ -11,9 +11,10 @@ import textwrap
 from collections.abc import Mapping
 
 from ptycho_core.backend_selector import available_backends, backend_info, protocol_problem
+from ptycho_core.protocol import KNOWN_CAPABILITIES, DeclaresCapabilities, SupportsForward
 from ptycho_core.testing.checks.support import fail, rule_check
 from ptycho_core.testing.errors import CheckSkipped
-from ptycho_core.testing.harness import KNOWN_CAPABILITIES, BackendHarness
+from ptycho_core.testing.harness import BackendHarness
 
 __all__ = ["check_protocol", "check_selection_imports"]
 
@@ -34,11 +35,11 @@ def check_protocol(h: BackendHarness) -> None:
     description = getattr(backend, "description", None)
     if description is not None and not isinstance(description, str):
         raise fail(h, me, "'description' to be a str when present", f"{type(description).__name__}")
-    forward = getattr(backend, "forward", None)
-    if forward is not None and not callable(forward):
-        raise fail(h, me, "'forward' to be callable when present", f"{type(forward).__name__}")
-    capabilities = getattr(backend, "capabilities", None)
-    if capabilities is not None:
+    if isinstance(backend, SupportsForward) and not callable(backend.forward):
+        found = type(backend.forward).__name__
+        raise fail(h, me, "'forward' to be callable when present", found)
+    if isinstance(backend, DeclaresCapabilities):
+        capabilities = backend.capabilities
         if not isinstance(capabilities, Mapping):
             raise fail(
                 h,
