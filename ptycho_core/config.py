@@ -25,6 +25,7 @@ from ptycho_core.errors import ConfigError
 from ptycho_core.limits import MAX_ITERATIONS
 
 __all__ = [
+    "ACCELERATORS",
     "ACTIVATION_ALIASES",
     "AMP_ACTIVATIONS",
     "LR_SCHEDULES",
@@ -42,6 +43,7 @@ AMP_ACTIVATIONS: tuple[str, ...] = ("sigmoid", "swish", "softplus", "relu")
 ACTIVATION_ALIASES: Mapping[str, str] = {"silu": "swish"}
 MODEL_TYPES: tuple[str, ...] = ("pinn", "supervised")
 PRECISIONS: tuple[str, ...] = ("32", "bf16-mixed")
+ACCELERATORS: tuple[str, ...] = ("auto", "cpu", "gpu")
 LR_SCHEDULES: tuple[str, ...] = ("cosine", "plateau")
 """Learning-rate schedules of gradient training (defined in :mod:`ptycho_core.schedule`)."""
 DEFAULT_BACKEND = "tensorflow"
@@ -390,9 +392,7 @@ class TrainingConfig(_ConfigMixin):
     precision: str = _doc(
         "numeric precision: '32' or 'bf16-mixed'", _one_of(PRECISIONS), default="32"
     )
-    accelerator: str = _doc(
-        "'auto', 'cpu' or 'gpu'", _one_of(("auto", "cpu", "gpu")), default="auto"
-    )
+    accelerator: str = _doc("'auto', 'cpu' or 'gpu'", _one_of(ACCELERATORS), default="auto")
     devices: int | str = _doc("devices to train on, or 'auto'", _devices, default=1)
     strategy: str = _doc(
         "multi-device strategy passed to the backend ('auto', 'ddp', ...)",
@@ -453,9 +453,7 @@ class InferenceConfig(_ConfigMixin):
     precision: str = _doc(
         "numeric precision: '32' or 'bf16-mixed'", _one_of(PRECISIONS), default="32"
     )
-    accelerator: str = _doc(
-        "'auto', 'cpu' or 'gpu'", _one_of(("auto", "cpu", "gpu")), default="auto"
-    )
+    accelerator: str = _doc("'auto', 'cpu' or 'gpu'", _one_of(ACCELERATORS), default="auto")
     devices: int | str = _doc("devices to run on, or 'auto'", _devices, default=1)
     iterations: int | None = _doc(
         "iterations of an iterative backend; None: the model's own count",

@@ -22,7 +22,7 @@ import numpy as np
 from ptycho_core.errors import DataContractError
 from ptycho_core.limits import MAX_CANVAS_PIXELS, MAX_COORDINATE
 
-__all__ = ["WEIGHT_FLOOR", "Stitched", "stitch_patches"]
+__all__ = ["WEIGHT_FLOOR", "Stitched", "merge_stitched", "stitch_patches"]
 
 WEIGHT_FLOOR = 1e-9
 """Pixels whose summed weight is at most this are treated as uncovered (image value 0)."""
@@ -190,4 +190,28 @@ def stitch_patches(
     covered = weight > WEIGHT_FLOOR
     image = np.zeros((H, W), dtype=np.complex128)
     image[covered] = values[covered] / weight[covered]
+    return Stitched(image=image, weight=weight, origin=(row0, col0))
+
+
+def merge_stitched(first: Stitched, second: Stitched) -> Stitched:
+    """One image from two stitched parts of the same object, as if stitched together.
+
+    Each pixel is Σ values / Σ weights, so weighting each part's image by its own weight
+    and adding reproduces stitching all patches at once; the canvas is the union of the
+    two (their origins place them), so parts stitched in chunks can be merged as they come.
+    """
+    (r_a, c_a), (r_b, c_b) = first.origin, second.origin
+    row0, col0 = min(r_a, r_b), min(c_a, c_b)
+    H = max(r_a + first.shape[0], r_b + second.shape[0]) - row0
+    W = max(c_a + first.shape[1], c_b + second.shape[1]) - col0
+    numerator = np.zeros((H, W), dtype=np.complex128)
+    weight = np.zeros((H, W), dtype=np.float64)
+    for part in (first, second):
+        rows = slice(part.origin[0] - row0, part.origin[0] - row0 + part.shape[0])
+        cols = slice(part.origin[1] - col0, part.origin[1] - col0 + part.shape[1])
+        numerator[rows, cols] += part.image * part.weight
+        weight[rows, cols] += part.weight
+    image = np.zeros((H, W), dtype=np.complex128)
+    covered = weight > WEIGHT_FLOOR
+    image[covered] = numerator[covered] / weight[covered]
     return Stitched(image=image, weight=weight, origin=(row0, col0))

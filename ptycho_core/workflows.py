@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from ptycho_core.errors import (
     BackendLoadError,
     BackendMismatchError,
     CapabilityError,
+    ConfigError,
     DataContractError,
 )
 from ptycho_core.grouping import GroupedData, make_groups
@@ -43,7 +44,7 @@ from ptycho_core.protocol import (
     TrainedModel,
     TrainingData,
 )
-from ptycho_core.stitching import Stitched, stitch_patches
+from ptycho_core.stitching import Stitched, merge_stitched, stitch_patches
 
 __all__ = [
     "Reconstruction",
@@ -265,14 +266,21 @@ def reconstruct(
     hooks: HookRelay | None = None,
     backend: ReconstructionBackend | None = None,
     initial_object: Stitched | None = None,
+    shape: tuple[int, int] | None = None,
+    chunks: int = 1,
+    on_partial: Callable[[Stitched, int, int], None] | None = None,
 ) -> Reconstruction:
     """Predict object patches with ``model``'s backend and stitch them.
 
-    The canvas is the ground-truth object's frame when the dataset has an
-    ``objectGuess`` (so the result compares pixel for pixel), else the bounding box
-    of the scan, with its origin recorded in :class:`~ptycho_core.stitching.Stitched`.
-    With ``initial_object`` the backend's ``infer_from`` starts from that object
-    (:class:`~ptycho_core.errors.CapabilityError` for a backend without it).
+    The canvas is ``shape`` (an object frame, origin (0, 0)) when given, else the
+    ground-truth object's frame when the dataset has an ``objectGuess`` (so the result
+    compares pixel for pixel), else the bounding box of the scan, with its origin
+    recorded in :class:`~ptycho_core.stitching.Stitched`. With ``chunks`` > 1 the groups
+    are inferred in that many parts and ``on_partial(stitched_so_far, done, total)`` is
+    called after each (a viewer can show the object as it grows); the result is the
+    same as in one part. With ``initial_object`` the backend's ``infer_from`` starts from
+    that object (:class:`~ptycho_core.errors.CapabilityError` for a backend without it);
+    an iterative solver needs every group at once, so it runs in one part.
     """
     config = InferenceConfig() if config is None else config
     if config.backend is not None and config.backend != model.backend:
@@ -280,22 +288,36 @@ def reconstruct(
             f"model was trained by backend '{model.backend}', but InferenceConfig.backend "
             f"is '{config.backend}'"
         )
+    if isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1:
+        raise ConfigError(f"reconstruct: chunks: expected an integer >= 1, found {chunks!r}")
     backend = select_backend(model.backend) if backend is None else backend
     if initial_object is not None:
         backend = require_capability(backend, SupportsInitialObject)
+        chunks = 1
     dataset = _as_dataset(data)
     groups = prepare_inference_data(dataset, model, config)
     hooks = _hooks_or_default(hooks)
-    if initial_object is None:
-        patches = backend.infer(model, groups, config, hooks=hooks)
-    else:
-        patches = backend.infer_from(model, groups, config, initial_object, hooks=hooks)
-    centres = groups.coords_offsets[:, 0, :, 0]
-    shape = None if dataset.object is None else dataset.object.shape
-    stitched = stitch_patches(
-        patches, centres[:, 0], centres[:, 1], M=config.stitch_size, shape=shape
-    )
-    return Reconstruction(stitched=stitched, backend=backend.name, n_groups=groups.n_groups)
+    if shape is None and dataset.object is not None:
+        shape = dataset.object.shape
+    total = groups.n_groups
+    stitched: Stitched | None = None
+    done = 0
+    for part in np.array_split(np.arange(total), min(chunks, total)):
+        selected = groups if part.size == total else groups.select(part)
+        if initial_object is None:
+            patches = backend.infer(model, selected, config, hooks=hooks)
+        else:
+            patches = backend.infer_from(model, selected, config, initial_object, hooks=hooks)
+        centres = selected.coords_offsets[:, 0, :, 0]
+        piece = stitch_patches(
+            patches, centres[:, 0], centres[:, 1], M=config.stitch_size, shape=shape
+        )
+        stitched = piece if stitched is None else merge_stitched(stitched, piece)
+        done += part.size
+        if on_partial is not None:
+            on_partial(stitched, done, total)
+    assert stitched is not None  # prepare_inference_data refuses an empty scan
+    return Reconstruction(stitched=stitched, backend=backend.name, n_groups=total)
 
 
 def reconstruct_hybrid(

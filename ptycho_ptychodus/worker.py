@@ -144,11 +144,10 @@ class _Relay:
 def _reconstruct(
     job: ReconstructJob, emit: Emit, relay: _Relay, cache: ModelCache | None
 ) -> dict[str, Any]:
-    from ptycho_core.backend_selector import select_backend
-    from ptycho_core.stitching import WEIGHT_FLOOR, stitch_patches
-    from ptycho_core.workflows import prepare_inference_data
+    from ptycho_core.stitching import Stitched
+    from ptycho_core.workflows import get_backend, reconstruct
 
-    backend = select_backend(job.backend)
+    backend = get_backend(job.backend)
     model = cache.get(job.backend, job.bundle) if cache is not None else None
     if model is None:
         model = backend.load(job.bundle)
@@ -166,33 +165,25 @@ def _reconstruct(
     if job.refine_epochs > 0:
         model = _refine(job, model, backend, hooks)
         refined = len(model.history.get("loss", []))
-    groups = prepare_inference_data(job.data, model, job.config)
-    total = groups.n_groups
-    chunks = np.array_split(np.arange(total), max(1, min(job.updates, total)))
-    numerator = np.zeros(job.object_shape, dtype=np.complex128)
-    weight = np.zeros(job.object_shape, dtype=np.float64)
-    done = 0
-    for chunk in chunks:
+
+    def show(stitched: Stitched, done: int, total: int) -> None:
         relay.check()
-        patches = backend.infer(model, groups.select(chunk), job.config, hooks=hooks)
-        centres = groups.coords_offsets[chunk, 0, :, 0]
-        stitched = stitch_patches(
-            patches,
-            centres[:, 0],
-            centres[:, 1],
-            M=job.config.stitch_size,
-            shape=job.object_shape,
-        )
-        numerator += stitched.image * stitched.weight
-        weight += stitched.weight
-        done += chunk.size
-        covered = weight > WEIGHT_FLOOR
-        image = np.zeros(job.object_shape, dtype=np.complex64)
-        image[covered] = numerator[covered] / weight[covered]
-        emit(("partial", done, total, image, covered))
+        covered = stitched.covered
+        emit(("partial", done, total, stitched.image.astype(np.complex64), covered))
+
+    result = reconstruct(
+        model,
+        job.data,
+        job.config,
+        hooks=hooks,
+        backend=backend,
+        shape=job.object_shape,
+        chunks=max(1, job.updates),
+        on_partial=show,
+    )
     return {
         "backend": backend.name,
-        "n_groups": total,
+        "n_groups": result.n_groups,
         "refined_epochs": refined,
         "history": {k: [float(v) for v in vs] for k, vs in model.history.items()},
     }

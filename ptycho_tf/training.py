@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ptycho_core.architecture import check_buildable
-from ptycho_core.config import ModelConfig, TrainingConfig
+from ptycho_core.config import ACCELERATORS, ModelConfig, TrainingConfig
 from ptycho_core.errors import ConfigError
 from ptycho_core.hooks import HookRelay
 from ptycho_core.physics import initial_output_gain
@@ -274,7 +274,7 @@ def resolve_devices(accelerator: str, devices: int | str) -> list[str]:
     'cpu' → CPU devices; 'gpu' → GPUs (an error without one); 'auto' → GPUs if TensorFlow
     sees any, else CPUs. ``devices='auto'`` takes every device of that kind.
     """
-    if accelerator not in ("auto", "cpu", "gpu"):
+    if accelerator not in ACCELERATORS:
         raise ValueError(f"accelerator: expected 'auto', 'cpu' or 'gpu', found {accelerator!r}")
     gpus = tf.config.list_logical_devices("GPU")
     if accelerator == "gpu" and not gpus:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ptycho_core.geometry import extract_patches
-from ptycho_core.stitching import WEIGHT_FLOOR, Stitched, stitch_patches
+from ptycho_core.stitching import WEIGHT_FLOOR, Stitched, merge_stitched, stitch_patches
 
 NUMERIC = settings(max_examples=25, deadline=None)
 
@@ -294,3 +294,28 @@ def test_throughput_is_vectorised():
         stitch_patches(P, x, y, M=20)
         best = min(best, time.perf_counter() - t0)
     assert B / best > 8000, f"{B / best:.0f} patches/s"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    n=st.integers(2, 12),
+    split=st.floats(0.1, 0.9),
+    framed=st.booleans(),
+)
+def test_stitching_in_two_parts_and_merging_equals_stitching_at_once(
+    seed: int, n: int, split: float, framed: bool
+) -> None:
+    rng = np.random.default_rng(seed)
+    N = 8
+    patches = rng.standard_normal((n, N, N)) + 1j * rng.standard_normal((n, N, N))
+    x, y = rng.uniform(4, 30, n), rng.uniform(4, 30, n)
+    shape = (40, 40) if framed else None
+    whole = stitch_patches(patches, x, y, M=4, shape=shape)
+    k = min(n - 1, max(1, int(split * n)))
+    first = stitch_patches(patches[:k], x[:k], y[:k], M=4, shape=shape)
+    second = stitch_patches(patches[k:], x[k:], y[k:], M=4, shape=shape)
+    merged = merge_stitched(first, second)
+    assert merged.origin == whole.origin and merged.shape == whole.shape
+    np.testing.assert_allclose(merged.weight, whole.weight, atol=1e-12)
+    np.testing.assert_allclose(merged.image, whole.image, atol=1e-9)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from ptycho_core.errors import (
     BackendMismatchError,
     BackendUnavailableError,
     CapabilityError,
+    ConfigError,
     DataContractError,
 )
 from ptycho_core.geometry import extract_patches
@@ -139,6 +141,23 @@ def test_reconstruct_runs_any_backends_model_with_default_configs(  # type: igno
     assert result.backend == TEST_BACKEND and result.stitched.covered.any()
     with pytest.raises(BackendMismatchError, match=r"InferenceConfig\.backend"):
         workflows.reconstruct(gain_model, datasets[1], InferenceConfig(backend="direct-zero"))
+
+
+def test_reconstruct_in_chunks_shows_the_object_growing_and_ends_the_same(  # type: ignore[no-untyped-def]
+    gain_model, datasets
+) -> None:
+    seen: list[tuple[int, int, int]] = []
+
+    def on_partial(stitched: Stitched, done: int, total: int) -> None:
+        seen.append((done, total, int(stitched.covered.sum())))
+
+    whole = workflows.reconstruct(gain_model, datasets[1])
+    chunked = workflows.reconstruct(gain_model, datasets[1], chunks=4, on_partial=on_partial)
+    assert [done for done, _, _ in seen][-1] == whole.n_groups and len(seen) == 4
+    assert all(a[2] <= b[2] for a, b in itertools.pairwise(seen))  # coverage grows
+    np.testing.assert_allclose(chunked.stitched.image, whole.stitched.image, atol=1e-6)
+    with pytest.raises(ConfigError, match="chunks"):
+        workflows.reconstruct(gain_model, datasets[1], chunks=0)
 
 
 def test_reconstruct_hands_the_initial_object_to_the_backend_unchanged(datasets) -> None:  # type: ignore[no-untyped-def]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ptycho_core import __version__
-from ptycho_core.config import PRECISIONS, InferenceConfig, TrainingConfig
+from ptycho_core.config import ACCELERATORS, PRECISIONS, InferenceConfig, TrainingConfig
 from ptycho_core.errors import PtychoError
 
 __all__ = ["build_parser", "main"]
@@ -273,16 +273,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from ptycho_core.bench import BenchSettings, run_benchmark
 
-    settings = BenchSettings(
-        N=args.N,
-        gridsize=args.gridsize,
-        n_patterns=args.n_patterns,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        train_groups=args.train_groups,
-        precision=args.precision,
-        accelerator=args.accelerator,
-    )
+    given = {
+        "N": args.N,
+        "gridsize": args.gridsize,
+        "n_patterns": args.n_patterns,
+        "batch_size": args.batch_size,
+        "epochs": args.epochs,
+        "train_groups": args.train_groups,
+        "precision": args.precision,
+        "accelerator": args.accelerator,
+    }
+    settings = BenchSettings(**{k: v for k, v in given.items() if v is not None})
     report = run_benchmark(args.backend, settings)
     if args.json:
         _print_json(report)
@@ -339,7 +340,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, help="groups per step")
     parser.add_argument("--precision", choices=PRECISIONS, help="numeric precision")
-    parser.add_argument("--accelerator", choices=("auto", "cpu", "gpu"), help="device kind")
+    parser.add_argument("--accelerator", choices=ACCELERATORS, help="device kind")
     parser.add_argument("--devices", type=_devices, help="number of devices, or 'auto'")
     parser.add_argument("--n-groups", type=int, help="number of groups (default: see specs/cli.md)")
 
@@ -438,16 +439,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="measure a backend's throughput")
     bench.add_argument("--backend", required=True, help="backend name")
     bench.add_argument("--json", action="store_true", help="one JSON object")
-    bench.add_argument("-N", "--N", type=int, default=64, help="pattern size")
-    bench.add_argument("--gridsize", type=int, default=1, help="patterns per group side")
-    bench.add_argument("--n-patterns", type=int, default=512, help="patterns inferred end to end")
-    bench.add_argument("--batch-size", type=int, default=64, help="inference batch")
-    bench.add_argument("--epochs", type=int, default=3, help="training epochs timed")
-    bench.add_argument("--train-groups", type=int, default=256, help="groups per training epoch")
-    bench.add_argument("--precision", choices=PRECISIONS, default="32", help="numeric precision")
-    bench.add_argument(
-        "--accelerator", choices=("auto", "cpu", "gpu"), default="auto", help="device kind"
-    )
+    reference = "(default: the reference case, specs/cli.md)"
+    bench.add_argument("-N", "--N", type=int, help=f"pattern size {reference}")
+    bench.add_argument("--gridsize", type=int, help="patterns per group side")
+    bench.add_argument("--n-patterns", type=int, help="patterns inferred end to end")
+    bench.add_argument("--batch-size", type=int, help="inference batch")
+    bench.add_argument("--epochs", type=int, help="training epochs timed")
+    bench.add_argument("--train-groups", type=int, help="groups per training epoch")
+    bench.add_argument("--precision", choices=PRECISIONS, help="numeric precision")
+    bench.add_argument("--accelerator", choices=ACCELERATORS, help="device kind")
     bench.set_defaults(run=cmd_bench)
 
     check = commands.add_parser(
