@@ -7,8 +7,7 @@ imported only when selected.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
+from ptycho_core._version import __version__
 from ptycho_core.backend_selector import (
     BackendInfo,
     available_backends,
@@ -40,11 +39,6 @@ from ptycho_core.protocol import (
     TrainedModel,
     TrainingData,
 )
-
-try:
-    __version__ = version("ptycho")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
 
 __all__ = [
     "BackendConflictError",

@@ -258,7 +258,7 @@ def _probe_bytes(model: TrainedModel) -> bytes:
 
 def _manifest(model: TrainedModel, framework: Mapping[str, str], when: datetime) -> dict[str, Any]:
     """Every manifest field except ``payload`` and ``probe`` (filled in while writing)."""
-    from ptycho_core import __version__
+    from ptycho_core._version import __version__
 
     if not isinstance(model, TrainedModel):
         raise TypeError(f"write_bundle: expected a TrainedModel, found {type(model).__name__}")
@@ -419,7 +419,7 @@ def _reject_constant(name: str) -> Any:
 
 def _validate_manifest(path: Path, manifest: Any) -> dict[str, Any]:
     """Check the manifest's format, version and every required field's type."""
-    from ptycho_core import __version__
+    from ptycho_core._version import __version__
 
     if not isinstance(manifest, dict):
         found = type(manifest).__name__

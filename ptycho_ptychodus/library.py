@@ -16,7 +16,7 @@ from typing import Any
 
 from ptychodus.api.reconstruct import Reconstructor, ReconstructorLibrary
 
-from ptycho_core import __version__
+from ptycho_core._version import __version__
 from ptycho_ptychodus import LIBRARY_NAME, LOGGER_NAME
 from ptycho_ptychodus.reconstructor import MODEL_TYPES, PtychoReconstructor
 from ptycho_ptychodus.settings import PtychoSettings

@@ -67,6 +67,8 @@ def test_no_forbidden_edge(module: str) -> None:
         problems.append(f"a format module imports {sorted(targets & ({'workflows'} | REGISTRY))}")
     if top in REGISTRY and targets & (FORMATS - {"entry_points"} | {"workflows"}):
         problems.append(f"the registry imports {sorted(targets & (FORMATS | {'workflows'}))}")
+    if top in FORMATS | REGISTRY and "ptycho_core" in imports:
+        problems.append("imports the package's public face (and with it everything above)")
     if top not in MAY_SELECT and "backend_selector" in targets:
         problems.append("selects backends itself (dispatch belongs to workflows)")
     if frameworks := {name for name in imports if name.split(".")[0] in FRAMEWORKS}:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ptycho_core import __version__
+from ptycho_core._version import __version__
 from ptycho_core.config import ACCELERATORS, PRECISIONS, InferenceConfig, TrainingConfig
 from ptycho_core.errors import PtychoError
 
