@@ -140,9 +140,14 @@ def _spatial(input_shape: Any, factor: float) -> tuple:
     return (b, None if h is None else int(h * factor), None if w is None else int(w * factor), c)
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class ConvPool(keras.layers.Layer):
-    """Conv-ReLU, Conv-ReLU, 2×2 max-pool."""
+class _ConvPair(keras.layers.Layer):
+    """Conv-ReLU, Conv-ReLU (``conv0``, ``conv1``): the body ConvPool and ConvUp share.
+
+    A subclass adds its resampling layer in :meth:`add_resampling`, applies it in ``call``
+    and scales the spatial size of its output by ``spatial_factor``.
+    """
+
+    spatial_factor = 1.0
 
     def __init__(self, filters: int, *, seed: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -151,49 +156,48 @@ class ConvPool(keras.layers.Layer):
         policy = self.dtype_policy
         self.conv0 = _conv(self.filters, "conv0", child_seed(self.seed, "conv0"), policy, "relu")
         self.conv1 = _conv(self.filters, "conv1", child_seed(self.seed, "conv1"), policy, "relu")
-        self.pool = keras.layers.MaxPooling2D(2, name="pool", dtype=policy)
+        self.add_resampling(policy)
+
+    def add_resampling(self, policy: Any) -> None:
+        raise NotImplementedError
 
     def build(self, input_shape: Any) -> None:
         self.conv0.build(input_shape)
         self.conv1.build(_with_channels(input_shape, self.filters))
+
+    def compute_output_shape(self, input_shape: Any) -> tuple:
+        return _with_channels(_spatial(input_shape, self.spatial_factor), self.filters)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "filters": self.filters, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ConvPool(_ConvPair):
+    """Conv-ReLU, Conv-ReLU, 2×2 max-pool."""
+
+    spatial_factor = 0.5
+
+    def add_resampling(self, policy: Any) -> None:
+        self.pool = keras.layers.MaxPooling2D(2, name="pool", dtype=policy)
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
         return self.pool(self.conv1(self.conv0(x)))
 
-    def compute_output_shape(self, input_shape: Any) -> tuple:
-        return _with_channels(_spatial(input_shape, 0.5), self.filters)
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "filters": self.filters, "seed": self.seed}
-
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class ConvUp(keras.layers.Layer):
+class ConvUp(_ConvPair):
     """Conv-ReLU, Conv-ReLU, 2× nearest-neighbour upsampling."""
 
-    def __init__(self, filters: int, *, seed: int = 0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.filters = int(filters)
-        self.seed = int(seed)
-        policy = self.dtype_policy
-        self.conv0 = _conv(self.filters, "conv0", child_seed(self.seed, "conv0"), policy, "relu")
-        self.conv1 = _conv(self.filters, "conv1", child_seed(self.seed, "conv1"), policy, "relu")
+    spatial_factor = 2.0
+
+    def add_resampling(self, policy: Any) -> None:
         self.upsample = keras.layers.UpSampling2D(
             2, interpolation="nearest", name="upsample", dtype=policy
         )
 
-    def build(self, input_shape: Any) -> None:
-        self.conv0.build(input_shape)
-        self.conv1.build(_with_channels(input_shape, self.filters))
-
     def call(self, x: tf.Tensor) -> tf.Tensor:
         return self.upsample(self.conv1(self.conv0(x)))
-
-    def compute_output_shape(self, input_shape: Any) -> tuple:
-        return _with_channels(_spatial(input_shape, 2.0), self.filters)
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "filters": self.filters, "seed": self.seed}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
