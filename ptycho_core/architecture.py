@@ -11,7 +11,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+import numpy as np
+
 from ptycho_core.config import ACTIVATION_ALIASES, AMP_ACTIVATIONS, SUPPORTED_N, ModelConfig
+from ptycho_core.physics import initial_output_gain
 
 __all__ = [
     "ACTIVATION_ALIASES",
@@ -21,6 +24,7 @@ __all__ = [
     "check_buildable",
     "decoder_filters",
     "encoder_filters",
+    "initial_log_gain",
     "outer_filters",
 ]
 
@@ -83,3 +87,28 @@ def check_buildable(config: ModelConfig) -> None:
             "ModelConfig.object_big: expected True for a 'supervised' model with gridsize > 1 "
             "(the generator must predict one patch per position), found False"
         )
+
+
+def initial_log_gain(
+    config: ModelConfig,
+    probe: np.ndarray,
+    intensity_scale: float,
+    output_gain: float | None = None,
+) -> float:
+    """log g, the output gain a new network starts at, after refusing what no network takes.
+
+    Both backends' ``PtychoPINN`` call this first, so they refuse the same inputs with the
+    same messages: a config that describes no network (:func:`check_buildable`), a probe
+    that is not (N, N) and an s₀ that is not a finite number > 0. The gain is
+    ``output_gain``, by default g₀ = :func:`ptycho_core.physics.initial_output_gain` of the
+    probe (specs/model.md §3.4).
+    """
+    check_buildable(config)
+    N = config.N
+    if np.shape(probe) != (N, N):
+        raise ValueError(f"probe: expected shape ({N}, {N}) for N={N}, found {np.shape(probe)}")
+    if not (math.isfinite(intensity_scale) and intensity_scale > 0):
+        raise ValueError(
+            f"intensity_scale: expected a finite number > 0, found {intensity_scale!r}"
+        )
+    return math.log(initial_output_gain(probe) if output_gain is None else output_gain)
