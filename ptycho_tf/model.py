@@ -49,6 +49,7 @@ from ptycho_core.architecture import (
     activation_name,
     decoder_filters,
     encoder_filters,
+    initial_log_gain,
     outer_filters,
 )
 from ptycho_core.config import PRECISIONS, ModelConfig
@@ -379,9 +380,10 @@ class PtychoPINN(keras.Model):
     """Generator + differentiable physics; everything it needs comes from its arguments.
 
     ``probe`` is the normalised P̃ (N, N) and ``intensity_scale`` the fixed s₀. The output
-    gain starts at 1 (``log_gain`` = 0; ``build_network`` sets the calibrated start) and trains iff ``intensity_scale_trainable``; the
-    probe trains iff ``probe_trainable``. ``seed`` fixes the initial weights;
-    ``precision`` the dtype policy of the generator's layers.
+    gain starts at ``output_gain``, by default the calibrated g₀ of the probe
+    (:func:`ptycho_core.architecture.initial_log_gain`), and trains iff
+    ``intensity_scale_trainable``; the probe trains iff ``probe_trainable``. ``seed`` fixes
+    the initial weights; ``precision`` the dtype policy of the generator's layers.
 
     Calling the model, ``model((diffraction, coords_relative))``, gives the training
     output: the predicted diffraction amplitude (B, N, N, C) in sqrt-count units for a
@@ -399,6 +401,7 @@ class PtychoPINN(keras.Model):
         probe_trainable: bool = False,
         seed: int = 0,
         precision: str = "32",
+        output_gain: float | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("name", "ptycho_pinn")
@@ -409,14 +412,9 @@ class PtychoPINN(keras.Model):
             if isinstance(model_config, ModelConfig)
             else ModelConfig.from_dict(model_config)
         )
-        N = config.N
         probe = _probe_array(probe)
-        if probe.shape != (N, N):
-            raise ValueError(f"probe: expected shape ({N}, {N}) for N={N}, found {probe.shape}")
-        if not (math.isfinite(intensity_scale) and intensity_scale > 0):
-            raise ValueError(
-                f"intensity_scale: expected a finite number > 0, found {intensity_scale!r}"
-            )
+        log_gain = initial_log_gain(config, probe, intensity_scale, output_gain)
+        N = config.N
         if precision not in PRECISIONS:
             raise ValueError(
                 f"precision: expected one of {', '.join(PRECISIONS)}, found {precision!r}"
@@ -461,7 +459,7 @@ class PtychoPINN(keras.Model):
         physics_trains = config.model_type == "pinn"
         self.log_gain = self.add_weight(
             shape=(),
-            initializer="zeros",
+            initializer=keras.initializers.Constant(log_gain),
             trainable=self.intensity_scale_trainable and physics_trains,
             name="log_gain",
         )
@@ -494,7 +492,7 @@ class PtychoPINN(keras.Model):
         self.built = True
 
     def get_config(self) -> dict[str, Any]:
-        probe = self.probe()
+        probe = self.probe_array()
         return {
             "name": self.name,
             "model_config": self.model_config.to_dict(),
@@ -514,7 +512,7 @@ class PtychoPINN(keras.Model):
         probe = np.asarray(real, dtype=np.float32) + 1j * np.asarray(imag, dtype=np.float32)
         return cls(config.pop("model_config"), probe, **config)
 
-    def probe(self) -> np.ndarray:
+    def probe_array(self) -> np.ndarray:
         """The current probe P̃ as complex64 (N, N)."""
         real = np.asarray(self.probe_real.numpy(), dtype=np.float32)
         imag = np.asarray(self.probe_imag.numpy(), dtype=np.float32)
@@ -664,7 +662,7 @@ class PtychoPINN(keras.Model):
         if twin is None:
             twin = PtychoPINN(
                 self.model_config,
-                self.probe(),
+                self.probe_array(),
                 self.intensity_scale,
                 intensity_scale_trainable=self.intensity_scale_trainable,
                 probe_trainable=self.probe_trainable,

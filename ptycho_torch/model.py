@@ -52,6 +52,7 @@ from ptycho_core.architecture import (
     activation_name,
     decoder_filters,
     encoder_filters,
+    initial_log_gain,
     outer_filters,
 )
 from ptycho_core.config import ModelConfig
@@ -221,8 +222,9 @@ class PtychoPINN(nn.Module):
     """Generator + differentiable physics; everything it needs comes from its arguments.
 
     ``probe`` is the normalised P̃ (N, N) and ``intensity_scale`` the fixed s₀. The output
-    gain starts at 1 (``log_gain`` = 0; ``build_network`` sets the calibrated start) and trains iff ``intensity_scale_trainable``; the
-    probe trains iff ``probe_trainable``.
+    gain starts at ``output_gain``, by default the calibrated g₀ of the probe
+    (:func:`ptycho_core.architecture.initial_log_gain`), and trains iff
+    ``intensity_scale_trainable``; the probe trains iff ``probe_trainable``.
     """
 
     def __init__(
@@ -233,20 +235,17 @@ class PtychoPINN(nn.Module):
         *,
         intensity_scale_trainable: bool = True,
         probe_trainable: bool = False,
+        output_gain: float | None = None,
     ) -> None:
         super().__init__()
-        N = config.N
         probe = np.asarray(probe)
-        if probe.shape != (N, N):
-            raise ValueError(f"probe: expected shape ({N}, {N}) for N={N}, found {probe.shape}")
-        if not (math.isfinite(intensity_scale) and intensity_scale > 0):
-            raise ValueError(
-                f"intensity_scale: expected a finite number > 0, found {intensity_scale!r}"
-            )
+        log_gain = initial_log_gain(config, probe, intensity_scale, output_gain)
+        N = config.N
         self.config = config
         self.N = N
         self.channels = config.channels
         self.canvas_size = config.canvas_size
+        self.probe_trainable = bool(probe_trainable)
         head_channels = self.channels if config.object_big else 1
         self.encoder = Encoder(N, self.channels, config.n_filters_scale)
         decoder_args = {"pad_object": config.pad_object, "probe_big": config.probe_big}
@@ -260,7 +259,9 @@ class PtychoPINN(nn.Module):
         self.decoder_phase = Decoder(
             N, config.n_filters_scale, head_channels, phase_activation, **decoder_args
         )
-        self.log_gain = nn.Parameter(torch.zeros(()), requires_grad=intensity_scale_trainable)
+        self.log_gain = nn.Parameter(
+            torch.tensor(log_gain, dtype=torch.float32), requires_grad=intensity_scale_trainable
+        )
         probe_tensor = torch.from_numpy(probe.astype(np.complex64))
         if probe_trainable:
             self.probe = nn.Parameter(probe_tensor)
@@ -287,6 +288,14 @@ class PtychoPINN(nn.Module):
     def output_gain(self) -> float:
         """g = exp(log_gain), the trained output gain (stored in the bundle manifest)."""
         return float(math.exp(float(self.log_gain.detach().cpu())))
+
+    def trainable_parameters(self) -> int:
+        """Number of values the optimiser updates (generator, plus the gain when trainable)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def probe_array(self) -> np.ndarray:
+        """The current probe P̃ as a complex64 (N, N) numpy copy."""
+        return self.probe.detach().cpu().numpy().copy()
 
     def generate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Amplitude and phase (B, C or 1, N, N) from normalised diffraction x (B, C, N, N)."""
