@@ -4,6 +4,19 @@ Both framework backends build the same network layer for layer (specs/model.md �
 the numbers that define it live here once, free of any framework, so that the two builds
 cannot drift apart and a third implementation can read them off. Layer names and weight
 layouts are in ``specs/backend-protocol.md`` §8.1.
+
+The framework-neutral names of the layers, which both backends' weights and the neutral
+weight arrays use. ``i`` counts blocks from the input side, ``k`` ∈ {0, 1} the two
+convolutions of a block; every convolution has a kernel and a bias::
+
+    encoder.blocks.{i}.conv{k}              ConvPool blocks (conv, relu, conv, relu, maxpool)
+    decoder_amp.blocks.{i}.conv{k}          ConvUp blocks of the decoder base
+    decoder_amp.head                        path 1 (pad_object) or the full-field conv
+    decoder_amp.outer.up.conv{k}            path 2 ConvUp (pad_object and probe_big)
+    decoder_amp.outer.head                  path 2 output conv
+    decoder_amp.up.conv{k}                  full-field ConvUp (pad_object False)
+    decoder_phase.…                         the same layout for the phase decoder
+    log_gain                                scalar, g = exp(log_gain)
 """
 
 from __future__ import annotations

@@ -20,20 +20,12 @@ Every class is a registered serialisable Keras class (package ``ptycho``) with a
 (float32 variables, bfloat16 compute) while the physics stays float32; the global Keras
 policy is never read or changed.
 
-Weight names (the framework-neutral hierarchy shared with ``ptycho_torch``, see
-:meth:`PtychoPINN.named_weights` and specs/backend-protocol.md "Framework-neutral
-weights"). ``i`` counts blocks from the input side, ``k`` ∈ {0, 1} the two convolutions
-of a block; every convolution has ``.kernel`` (kh, kw, in, out) and ``.bias`` (out,)::
-
-    encoder.blocks.{i}.conv{k}              ConvPool blocks (conv, relu, conv, relu, maxpool)
-    decoder_amp.blocks.{i}.conv{k}          ConvUp blocks of the decoder base
-    decoder_amp.head                        path 1 (pad_object) or the full-field conv
-    decoder_amp.outer.up.conv{k}            path 2 ConvUp (pad_object and probe_big)
-    decoder_amp.outer.head                  path 2 output conv
-    decoder_amp.up.conv{k}                  full-field ConvUp (pad_object False)
-    decoder_phase.…                         the same layout for the phase decoder
-    log_gain                                scalar, g = exp(log_gain)
-    probe.real, probe.imag                  (N, N) float32 parts of the normalised probe P̃
+Weight names are the framework-neutral hierarchy of :mod:`ptycho_core.architecture`
+(``encoder.blocks.{i}.conv{k}``, ``decoder_amp.head``, ``log_gain``, …), shared with
+``ptycho_torch`` and given by :meth:`PtychoPINN.named_weights` (specs/backend-protocol.md
+§8.1): every convolution has ``.kernel`` (kh, kw, in, out) and ``.bias`` (out,), and the
+probe is two (N, N) float32 weights, ``probe.real`` and ``probe.imag``, the parts of the
+normalised probe P̃.
 """
 
 from __future__ import annotations
@@ -44,14 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from ptycho_core.architecture import (
-    C_OUTER,
-    activation_name,
-    decoder_filters,
-    encoder_filters,
-    initial_log_gain,
-    outer_filters,
-)
+from ptycho_core import architecture
+from ptycho_core.architecture import C_OUTER
 from ptycho_core.config import PRECISIONS, ModelConfig
 from ptycho_core.physics import probe_disk_mask
 from ptycho_tf import physics
@@ -97,7 +83,7 @@ _PACKAGE = "ptycho"
 
 def get_activation(name: str) -> Activation:
     """The amplitude activation called ``name``; unknown names raise ``ValueError`` listing the known."""
-    return AMP_ACTIVATIONS[activation_name(name)]
+    return AMP_ACTIVATIONS[architecture.activation_name(name)]
 
 
 def _head_activation(name: str) -> Activation:
@@ -213,7 +199,7 @@ class Encoder(keras.layers.Layer):
         policy = self.dtype_policy
         self.blocks = [
             ConvPool(f, seed=child_seed(self.seed, f"blocks.{i}"), name=f"blocks_{i}", dtype=policy)
-            for i, f in enumerate(encoder_filters(self.N, self.n_filters_scale))
+            for i, f in enumerate(architecture.encoder_filters(self.N, self.n_filters_scale))
         ]
 
     def build(self, input_shape: Any) -> None:
@@ -294,13 +280,13 @@ class Decoder(keras.layers.Layer):
         self.probe_big = bool(probe_big)
         self.seed = int(seed)
         policy = self.dtype_policy
-        filters = decoder_filters(self.N, self.n_filters_scale)
+        filters = architecture.decoder_filters(self.N, self.n_filters_scale)
         self.blocks = [
             ConvUp(f, seed=child_seed(self.seed, f"blocks.{i}"), name=f"blocks_{i}", dtype=policy)
             for i, f in enumerate(filters)
         ]
         base = filters[-1]
-        width = outer_filters(self.N, self.n_filters_scale)
+        width = architecture.outer_filters(self.N, self.n_filters_scale)
         self.outer: OuterPath | None = None
         self.up: ConvUp | None = None
         self.border: np.ndarray | None = None
@@ -413,7 +399,7 @@ class PtychoPINN(keras.Model):
             else ModelConfig.from_dict(model_config)
         )
         probe = _probe_array(probe)
-        log_gain = initial_log_gain(config, probe, intensity_scale, output_gain)
+        log_gain = architecture.initial_log_gain(config, probe, intensity_scale, output_gain)
         N = config.N
         if precision not in PRECISIONS:
             raise ValueError(

@@ -16,20 +16,11 @@ extraction, probe illumination, far-field amplitude and the output gain
 Tensors inside are NCHW-shaped and, when built from the core's NHWC arrays with
 ``permute(0, 3, 1, 2)``, channels-last in memory, the fast layout for CPU convolutions.
 
-Parameter names (the framework-neutral hierarchy; the weight export of
-specs/backend-protocol.md §8.1 keys on it and ``ptycho_tf`` mirrors it). ``i`` counts blocks
-from the input side, ``k`` ∈ {0, 1} the two convolutions of a block; every convolution has
-``.weight`` and ``.bias``::
-
-    encoder.blocks.{i}.conv{k}              ConvPool blocks (conv, relu, conv, relu, maxpool)
-    decoder_amp.blocks.{i}.conv{k}          ConvUp blocks of the decoder base
-    decoder_amp.head                        path 1 (pad_object) or the full-field conv
-    decoder_amp.outer.up.conv{k}            path 2 ConvUp (pad_object and probe_big)
-    decoder_amp.outer.head                  path 2 output conv
-    decoder_amp.up.conv{k}                  full-field ConvUp (pad_object False)
-    decoder_phase.…                         the same layout for the phase decoder
-    log_gain                                scalar, g = exp(log_gain)
-    probe                                   (N, N) complex64 normalised probe P̃
+Parameter names are the framework-neutral hierarchy of :mod:`ptycho_core.architecture`
+(``encoder.blocks.{i}.conv{k}``, ``decoder_amp.head``, ``log_gain``, …), which the weight
+export of specs/backend-protocol.md §8.1 keys on and ``ptycho_tf`` mirrors; every
+convolution has ``.weight`` and ``.bias``, and ``probe`` is the (N, N) complex64
+normalised probe P̃.
 
 Torch stores a convolution weight as (out, in, kh, kw); Keras as (kh, kw, in, out).
 Non-persistent buffers (masks, s₀) are rebuilt from the manifest and not saved.
@@ -47,14 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ptycho_core.architecture import (
-    C_OUTER,
-    activation_name,
-    decoder_filters,
-    encoder_filters,
-    initial_log_gain,
-    outer_filters,
-)
+from ptycho_core import architecture
+from ptycho_core.architecture import C_OUTER
 from ptycho_core.config import ModelConfig
 from ptycho_core.physics import probe_disk_mask
 from ptycho_torch import physics
@@ -84,7 +69,7 @@ AMP_ACTIVATIONS: Mapping[str, Activation] = {
 
 def get_activation(name: str) -> Activation:
     """The amplitude activation called ``name``; unknown names raise ``ValueError`` listing the known."""
-    return AMP_ACTIVATIONS[activation_name(name)]
+    return AMP_ACTIVATIONS[architecture.activation_name(name)]
 
 
 def phase_activation(x: torch.Tensor) -> torch.Tensor:
@@ -132,7 +117,7 @@ class Encoder(nn.Module):
 
     def __init__(self, N: int, in_channels: int, n_filters_scale: int) -> None:
         super().__init__()
-        filters = encoder_filters(N, n_filters_scale)
+        filters = architecture.encoder_filters(N, n_filters_scale)
         widths = [in_channels, *filters]
         self.blocks = nn.ModuleList(ConvPool(a, b) for a, b in pairwise(widths))
 
@@ -171,11 +156,11 @@ class Decoder(nn.Module):
         self.N = N
         self.activation = activation
         self.pad_object = pad_object
-        filters = decoder_filters(N, n_filters_scale)
+        filters = architecture.decoder_filters(N, n_filters_scale)
         widths = [n_filters_scale * 128, *filters]
         self.blocks = nn.ModuleList(ConvUp(a, b) for a, b in pairwise(widths))
         base = filters[-1]
-        width = outer_filters(N, n_filters_scale)
+        width = architecture.outer_filters(N, n_filters_scale)
         self.outer: _OuterPath | None = None
         self.up: ConvUp | None = None
         if pad_object:
@@ -239,7 +224,7 @@ class PtychoPINN(nn.Module):
     ) -> None:
         super().__init__()
         probe = np.asarray(probe)
-        log_gain = initial_log_gain(config, probe, intensity_scale, output_gain)
+        log_gain = architecture.initial_log_gain(config, probe, intensity_scale, output_gain)
         N = config.N
         self.config = config
         self.N = N
