@@ -23,6 +23,7 @@ import scipy.fft
 from scipy.ndimage import gaussian_filter
 
 __all__ = [
+    "BACKEND_PHYSICS",
     "MERGE_EPSILON",
     "NLL_EPSILON",
     "border_mask",
@@ -37,6 +38,31 @@ __all__ = [
     "probe_disk_mask",
     "smoothing_kernel",
 ]
+
+BACKEND_PHYSICS: tuple[str, ...] = (
+    "MERGE_EPSILON",
+    "NLL_EPSILON",
+    "border_mask",
+    "canvas_padding",
+    "center_mask_1d",
+    "diffract",
+    "effective_probe",
+    "extract_patches",
+    "gaussian_smooth",
+    "mae_loss",
+    "merge_patches",
+    "pad_to_canvas",
+    "poisson_deviance",
+    "poisson_nll",
+    "shift_matrices",
+    "supervised_loss",
+    "translate",
+    "trim_canvas",
+)
+"""The names each framework backend's ``physics`` module provides: its differentiable
+twins of the model's physics (specs/model.md §4, §5, §7), and the constants and helpers of
+this module it uses. Listed once so the two twins keep one interface; the cross-backend
+tests check both against it."""
 
 MERGE_EPSILON = 0.001
 """Added to the overlap count of the merge canvas (upstream TF value)."""

@@ -26,30 +26,11 @@ in pixels, laid out (B, C, 2) with [x, y] = [column, row] order.
 from __future__ import annotations
 
 from ptycho_core import physics as core_physics
-from ptycho_core.physics import MERGE_EPSILON, NLL_EPSILON, border_mask, canvas_padding
+from ptycho_core.physics import BACKEND_PHYSICS, MERGE_EPSILON, NLL_EPSILON, canvas_padding
+from ptycho_core.physics import border_mask as border_mask  # the core one, re-exported
 from ptycho_tf._keras import tf
 
-__all__ = [
-    "MERGE_EPSILON",
-    "NLL_EPSILON",
-    "border_mask",
-    "canvas_padding",
-    "center_mask_1d",
-    "diffract",
-    "effective_probe",
-    "extract_patches",
-    "gaussian_smooth",
-    "illuminate",
-    "mae_loss",
-    "merge_patches",
-    "pad_to_canvas",
-    "poisson_deviance",
-    "poisson_nll",
-    "shift_matrices",
-    "supervised_loss",
-    "translate",
-    "trim_canvas",
-]
+__all__ = [*BACKEND_PHYSICS, "illuminate"]
 
 
 def shift_matrices(

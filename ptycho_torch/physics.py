@@ -26,28 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from ptycho_core import physics as core_physics
-from ptycho_core.physics import MERGE_EPSILON, NLL_EPSILON, canvas_padding
+from ptycho_core.physics import BACKEND_PHYSICS, MERGE_EPSILON, NLL_EPSILON, canvas_padding
 
-__all__ = [
-    "MERGE_EPSILON",
-    "NLL_EPSILON",
-    "border_mask",
-    "canvas_padding",
-    "center_mask_1d",
-    "diffract",
-    "effective_probe",
-    "extract_patches",
-    "gaussian_smooth",
-    "mae_loss",
-    "merge_patches",
-    "pad_to_canvas",
-    "poisson_deviance",
-    "poisson_nll",
-    "shift_matrices",
-    "supervised_loss",
-    "translate",
-    "trim_canvas",
-]
+__all__ = list(BACKEND_PHYSICS)
 
 
 def shift_matrices(
