@@ -643,20 +643,26 @@ class PtychoPINN(keras.Model):
             self._compiled.functions[key] = function
         return function
 
+    def sibling(self, precision: str = "32", **kwargs: Any) -> PtychoPINN:
+        """A new, built network with this one's architecture, probe, s₀, trainability and
+        seed, at ``precision``; its weights are its own (the caller copies what it needs)."""
+        network = PtychoPINN(
+            self.model_config,
+            self.probe_array(),
+            self.intensity_scale,
+            intensity_scale_trainable=self.intensity_scale_trainable,
+            probe_trainable=self.probe_trainable,
+            seed=self.seed,
+            precision=precision,
+            **kwargs,
+        )
+        network.build()
+        return network
+
     def _twin(self, precision: str) -> PtychoPINN:
         twin = self._compiled.twins.get(precision)
         if twin is None:
-            twin = PtychoPINN(
-                self.model_config,
-                self.probe_array(),
-                self.intensity_scale,
-                intensity_scale_trainable=self.intensity_scale_trainable,
-                probe_trainable=self.probe_trainable,
-                seed=self.seed,
-                precision=precision,
-                name=f"{self.name}_{precision.replace('-', '_')}",
-            )
-            twin.build()
+            twin = self.sibling(precision, name=f"{self.name}_{precision.replace('-', '_')}")
             self._compiled.twins[precision] = twin
         for mine, theirs in zip(self.weights, twin.weights, strict=True):
             theirs.assign(mine)

@@ -79,15 +79,7 @@ def build_network(
 
 def copy_network(source: PtychoPINN, *, precision: str = "32") -> PtychoPINN:
     """A new single-device network with ``source``'s architecture and current weights."""
-    copy = build_network(
-        source.model_config,
-        source.probe_array(),
-        source.intensity_scale,
-        intensity_scale_trainable=source.intensity_scale_trainable,
-        probe_trainable=source.probe_trainable,
-        seed=source.seed,
-        precision=precision,
-    )
+    copy = source.sibling(precision)
     for target, value in zip(copy.weights, source.weights, strict=True):
         target.assign(np.asarray(value.numpy()))
     return copy
