@@ -12,6 +12,7 @@ backends cannot drift apart; a subclass adds the framework.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -120,14 +121,8 @@ class NetworkBackend:
         now, so a network changed after training is saved as it is.
         """
         network = self._network(model)
-        current = self._model(
-            network,
-            model.config,
-            probe=model.probe,
-            intensity_scale=model.intensity_scale,
-            history=model.history,
-            extra=model.extra,
-        )
+        probe, extra = self._state(network, model.config, model.probe)
+        current = dataclasses.replace(model, probe=probe, extra={**dict(model.extra), **extra})
         self._persistence.save_model(current, path)
 
     def load(self, path: str | os.PathLike[str]) -> TrainedModel:
@@ -230,28 +225,26 @@ class NetworkBackend:
         *,
         probe: np.ndarray,
         intensity_scale: float,
-        history: Mapping[str, Sequence[float]] | None = None,
-        extra: Mapping[str, Any] | None = None,
+        history: Mapping[str, Sequence[float]] | None,
     ) -> TrainedModel:
-        """The model of ``network``, with what the manifest records of it read off it now.
-
-        The probe is the network's when ``config`` trains it, else ``probe``; ``extra``
-        gains ``output_gain`` and ``parameters``.
-        """
+        probe, extra = self._state(network, config, probe)
         return TrainedModel(
             backend=self.name,
             config=config,
-            probe=(
-                network.probe_array()
-                if config.probe_trainable
-                else np.asarray(probe, dtype=np.complex64)
-            ),
+            probe=probe,
             intensity_scale=float(intensity_scale),
             network=network,
             history={name: list(values) for name, values in (history or {}).items()},
-            extra={
-                **dict(extra or {}),
-                "output_gain": network.output_gain,
-                "parameters": network.trainable_parameters(),
-            },
+            extra=extra,
         )
+
+    @staticmethod
+    def _state(
+        network: Network, config: TrainingConfig, probe: np.ndarray
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """What a model records of ``network`` now: its probe (the network's when ``config``
+        trains it, else ``probe``) and the manifest's ``output_gain`` and ``parameters``."""
+        if config.probe_trainable:
+            probe = network.probe_array()
+        extra = {"output_gain": network.output_gain, "parameters": network.trainable_parameters()}
+        return np.asarray(probe, dtype=np.complex64), extra
