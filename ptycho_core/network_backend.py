@@ -65,8 +65,8 @@ class NetworkBackend:
       shape, specs/backend-protocol.md §8) and ``assign_arrays(network, arrays)``.
 
     It implements :meth:`_predictor`, and :meth:`_build_options` when its networks take
-    more than the config's trainability. Its networks are :class:`Network`\\ s. The helper
-    names start with ``_`` because public names on a backend are reserved by the protocol.
+    more than the config's trainability; its networks provide :class:`Network`. These names
+    start with ``_`` because public names on a backend are reserved by the protocol.
     """
 
     name: ClassVar[str]
