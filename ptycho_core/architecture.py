@@ -4,6 +4,19 @@ Both framework backends build the same network layer for layer (specs/model.md �
 the numbers that define it live here once, free of any framework, so that the two builds
 cannot drift apart and a third implementation can read them off. Layer names and weight
 layouts are in ``specs/backend-protocol.md`` §8.1.
+
+The framework-neutral names of the layers, which both backends' weights and the neutral
+weight arrays use. ``i`` counts blocks from the input side, ``k`` ∈ {0, 1} the two
+convolutions of a block; every convolution has a kernel and a bias::
+
+    encoder.blocks.{i}.conv{k}              ConvPool blocks (conv, relu, conv, relu, maxpool)
+    decoder_amp.blocks.{i}.conv{k}          ConvUp blocks of the decoder base
+    decoder_amp.head                        path 1 (pad_object) or the full-field conv
+    decoder_amp.outer.up.conv{k}            path 2 ConvUp (pad_object and probe_big)
+    decoder_amp.outer.head                  path 2 output conv
+    decoder_amp.up.conv{k}                  full-field ConvUp (pad_object False)
+    decoder_phase.…                         the same layout for the phase decoder
+    log_gain                                scalar, g = exp(log_gain)
 """
 
 from __future__ import annotations
@@ -11,7 +24,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+import numpy as np
+
 from ptycho_core.config import ACTIVATION_ALIASES, AMP_ACTIVATIONS, SUPPORTED_N, ModelConfig
+from ptycho_core.physics import initial_output_gain
 
 __all__ = [
     "ACTIVATION_ALIASES",
@@ -21,6 +37,7 @@ __all__ = [
     "check_buildable",
     "decoder_filters",
     "encoder_filters",
+    "initial_log_gain",
     "outer_filters",
 ]
 
@@ -83,3 +100,28 @@ def check_buildable(config: ModelConfig) -> None:
             "ModelConfig.object_big: expected True for a 'supervised' model with gridsize > 1 "
             "(the generator must predict one patch per position), found False"
         )
+
+
+def initial_log_gain(
+    config: ModelConfig,
+    probe: np.ndarray,
+    intensity_scale: float,
+    output_gain: float | None = None,
+) -> float:
+    """log g, the output gain a new network starts at, after refusing what no network takes.
+
+    Both backends' ``PtychoPINN`` call this first, so they refuse the same inputs with the
+    same messages: a config that describes no network (:func:`check_buildable`), a probe
+    that is not (N, N) and an s₀ that is not a finite number > 0. The gain is
+    ``output_gain``, by default g₀ = :func:`ptycho_core.physics.initial_output_gain` of the
+    probe (specs/model.md §3.4).
+    """
+    check_buildable(config)
+    N = config.N
+    if np.shape(probe) != (N, N):
+        raise ValueError(f"probe: expected shape ({N}, {N}) for N={N}, found {np.shape(probe)}")
+    if not (math.isfinite(intensity_scale) and intensity_scale > 0):
+        raise ValueError(
+            f"intensity_scale: expected a finite number > 0, found {intensity_scale!r}"
+        )
+    return math.log(initial_output_gain(probe) if output_gain is None else output_gain)

@@ -83,6 +83,8 @@ MANIFEST_MAX_BYTES = 64 * 1024**2
 _CHUNK = 1024 * 1024
 _TEMP_PREFIX = "ptycho-bundle-"
 _NPY_HEADER_ALLOWANCE = 4096
+_GAIN_TOLERANCE = 1e-6
+"""Relative difference allowed between a manifest's output gain and its network's."""
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _DRIVE = re.compile(r"[A-Za-z]:")
 
@@ -681,12 +683,39 @@ class BundleContents:
                 self.config.model,
                 self.probe,
                 self.intensity_scale,
-                intensity_scale_trainable=self.config.intensity_scale_trainable,
-                probe_trainable=self.config.probe_trainable,
+                **self.config.trainability(),
                 **options,
             )
         except ValueError as error:
             raise _fail(self.path, f"cannot rebuild the network ({error})") from error
+
+    def check_network(
+        self, probe: np.ndarray, output_gain: float, *, weight: str = "weight"
+    ) -> None:
+        """Refuse a bundle whose loaded network contradicts its manifest.
+
+        A probe that was not trainable must equal ``probe.npy`` exactly, and a manifest
+        ``extra['output_gain']`` must be the network's gain to a relative 1e-6: a backend
+        that stores the probe and the gain among its weights calls this after loading them,
+        with the network's ``probe`` (complex64 (N, N)) and ``output_gain``. ``weight`` is
+        what the backend calls one of its weights in messages.
+        """
+        if not self.config.probe_trainable and not np.array_equal(probe, self.probe):
+            raise _fail(
+                self.path,
+                f"{weight} 'probe' differs from probe.npy although the probe was not "
+                "trainable; the bundle is inconsistent",
+            )
+        gain = self.extra.get("output_gain")
+        if gain is not None and not (
+            isinstance(gain, int | float)
+            and math.isclose(gain, output_gain, rel_tol=_GAIN_TOLERANCE)
+        ):
+            raise _fail(
+                self.path,
+                f"manifest extra 'output_gain' is {gain!r} but the {weight} 'log_gain' gives "
+                f"{output_gain!r}; the bundle is inconsistent",
+            )
 
     def trained_model(self, network: Any) -> TrainedModel:
         """The :class:`TrainedModel` with the backend's rebuilt ``network``."""

@@ -408,6 +408,17 @@ class TrainingConfig(_ConfigMixin):
     )
     output_dir: str | None = _doc("folder for outputs (provenance)", _optional_str, default=None)
 
+    def trainability(self) -> dict[str, bool]:
+        """Which of the output gain and the probe train, as a network builder's keywords.
+
+        ``intensity_scale_trainable`` and ``probe_trainable``: what training, weight import
+        and bundle loading all pass to a backend's ``build_network``, written once.
+        """
+        return {
+            "intensity_scale_trainable": self.intensity_scale_trainable,
+            "probe_trainable": self.probe_trainable,
+        }
+
     def _validate_together(self) -> None:
         if self.model.gridsize > 1 and self.neighbor_count < self.model.channels:
             raise ConfigError(

@@ -9,6 +9,11 @@ versions against it, so every convention lives here once:
   (unnormalised forward FFT), so zero frequency sits at pixel (N/2, N/2) and Parseval gives
   ``Σ A² = Σ |O · P̃|²``;
 - the Poisson negative log-likelihood ``mean(λ − k·log(λ + 1e-12))`` (constant term dropped).
+
+It also holds the numbers both framework backends derive for their differentiable
+physics (specs/model.md §4, §5): the merge and log epsilons, the canvas offset, the centre
+and border masks and the 3×3 smoothing kernel. They need no framework, so each backend
+turns them into its own tensors instead of deriving them again.
 """
 
 from __future__ import annotations
@@ -18,6 +23,12 @@ import scipy.fft
 from scipy.ndimage import gaussian_filter
 
 __all__ = [
+    "BACKEND_PHYSICS",
+    "MERGE_EPSILON",
+    "NLL_EPSILON",
+    "border_mask",
+    "canvas_padding",
+    "center_mask_1d",
     "default_probe",
     "diffraction_amplitude",
     "focused_probe",
@@ -25,9 +36,38 @@ __all__ = [
     "normalize_probe",
     "poisson_nll",
     "probe_disk_mask",
+    "smoothing_kernel",
 ]
 
-_NLL_EPS = 1e-12
+BACKEND_PHYSICS: tuple[str, ...] = (
+    "MERGE_EPSILON",
+    "NLL_EPSILON",
+    "border_mask",
+    "canvas_padding",
+    "center_mask_1d",
+    "diffract",
+    "effective_probe",
+    "extract_patches",
+    "gaussian_smooth",
+    "mae_loss",
+    "merge_patches",
+    "pad_to_canvas",
+    "poisson_deviance",
+    "poisson_nll",
+    "shift_matrices",
+    "supervised_loss",
+    "translate",
+    "trim_canvas",
+)
+"""The names each framework backend's ``physics`` module provides: its differentiable
+twins of the model's physics (specs/model.md §4, §5, §7), and the constants and helpers of
+this module it uses. Listed once so the two twins keep one interface; the cross-backend
+tests check both against it."""
+
+MERGE_EPSILON = 0.001
+"""Added to the overlap count of the merge canvas (upstream TF value)."""
+NLL_EPSILON = 1e-12
+"""Added to the Poisson rate inside the logarithm."""
 OBJECT_LEVEL = 0.5
 """Object amplitude at which a fresh network's prediction matches the data's mean intensity."""
 # Upstream's default_probe_scale: the Gaussian window's std is N / (0.7·π²).
@@ -47,6 +87,36 @@ def probe_disk_mask(N: int) -> np.ndarray:
     offsets = np.arange(N, dtype=np.float64) - centre
     radius = np.hypot(offsets[:, None], offsets[None, :])
     return radius < N // 4
+
+
+def canvas_padding(N: int, P: int) -> int:
+    """Offset of an N×N patch inside the P×P canvas (the same for padding and trimming)."""
+    if P < N:
+        raise ValueError(f"canvas size P={P} is smaller than the patch size N={N}")
+    return (P - N) // 2
+
+
+def center_mask_1d(N: int) -> np.ndarray:
+    """Indicator (N,) float32 of the central N/2 pixels [N/4, 3N/4): the 2-D mask is its outer product."""
+    mask = np.zeros(N, dtype=np.float32)
+    mask[N // 4 : N // 4 + N // 2] = 1.0
+    return mask
+
+
+def border_mask(N: int) -> np.ndarray:
+    """(N, N) float32 ones outside the central N/2 × N/2 box, zeros inside (the path-2 mask)."""
+    inner = center_mask_1d(N)
+    return (1.0 - inner[:, None] * inner[None, :]).astype(np.float32)
+
+
+def smoothing_kernel(sigma: float) -> np.ndarray:
+    """The (3, 3) float64 Gaussian kernel of standard deviation ``sigma`` > 0, summing to 1.
+
+    What both backends' ``gaussian_smooth`` convolve the probe's parts with.
+    """
+    taps = np.array([-1.0, 0.0, 1.0])
+    g = np.exp(-(taps**2) / (2.0 * sigma**2))
+    return (g[:, None] * g[None, :]) / (g.sum() ** 2)
 
 
 def _square_probe(probe: np.ndarray, caller: str) -> np.ndarray:
@@ -139,7 +209,7 @@ def poisson_nll(rate: np.ndarray, counts: np.ndarray) -> float:
         )
     if rate.size == 0:
         raise ValueError("poisson_nll: expected non-empty arrays, found size 0")
-    return float(np.mean(rate - counts * np.log(rate + _NLL_EPS)))
+    return float(np.mean(rate - counts * np.log(rate + NLL_EPSILON)))
 
 
 def default_probe(N: int) -> np.ndarray:

@@ -20,20 +20,12 @@ Every class is a registered serialisable Keras class (package ``ptycho``) with a
 (float32 variables, bfloat16 compute) while the physics stays float32; the global Keras
 policy is never read or changed.
 
-Weight names (the framework-neutral hierarchy shared with ``ptycho_torch``, see
-:meth:`PtychoPINN.named_weights` and specs/backend-protocol.md "Framework-neutral
-weights"). ``i`` counts blocks from the input side, ``k`` ∈ {0, 1} the two convolutions
-of a block; every convolution has ``.kernel`` (kh, kw, in, out) and ``.bias`` (out,)::
-
-    encoder.blocks.{i}.conv{k}              ConvPool blocks (conv, relu, conv, relu, maxpool)
-    decoder_amp.blocks.{i}.conv{k}          ConvUp blocks of the decoder base
-    decoder_amp.head                        path 1 (pad_object) or the full-field conv
-    decoder_amp.outer.up.conv{k}            path 2 ConvUp (pad_object and probe_big)
-    decoder_amp.outer.head                  path 2 output conv
-    decoder_amp.up.conv{k}                  full-field ConvUp (pad_object False)
-    decoder_phase.…                         the same layout for the phase decoder
-    log_gain                                scalar, g = exp(log_gain)
-    probe.real, probe.imag                  (N, N) float32 parts of the normalised probe P̃
+Weight names are the framework-neutral hierarchy of :mod:`ptycho_core.architecture`
+(``encoder.blocks.{i}.conv{k}``, ``decoder_amp.head``, ``log_gain``, …), shared with
+``ptycho_torch`` and given by :meth:`PtychoPINN.named_weights` (specs/backend-protocol.md
+§8.1): every convolution has ``.kernel`` (kh, kw, in, out) and ``.bias`` (out,), and the
+probe is two (N, N) float32 weights, ``probe.real`` and ``probe.imag``, the parts of the
+normalised probe P̃.
 """
 
 from __future__ import annotations
@@ -44,13 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from ptycho_core.architecture import (
-    C_OUTER,
-    activation_name,
-    decoder_filters,
-    encoder_filters,
-    outer_filters,
-)
+from ptycho_core import architecture
+from ptycho_core.architecture import C_OUTER
 from ptycho_core.config import PRECISIONS, ModelConfig
 from ptycho_core.physics import probe_disk_mask
 from ptycho_tf import physics
@@ -96,7 +83,7 @@ _PACKAGE = "ptycho"
 
 def get_activation(name: str) -> Activation:
     """The amplitude activation called ``name``; unknown names raise ``ValueError`` listing the known."""
-    return AMP_ACTIVATIONS[activation_name(name)]
+    return AMP_ACTIVATIONS[architecture.activation_name(name)]
 
 
 def _head_activation(name: str) -> Activation:
@@ -140,9 +127,14 @@ def _spatial(input_shape: Any, factor: float) -> tuple:
     return (b, None if h is None else int(h * factor), None if w is None else int(w * factor), c)
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class ConvPool(keras.layers.Layer):
-    """Conv-ReLU, Conv-ReLU, 2×2 max-pool."""
+class _ConvPair(keras.layers.Layer):
+    """Conv-ReLU, Conv-ReLU (``conv0``, ``conv1``): the body ConvPool and ConvUp share.
+
+    A subclass adds its resampling layer in :meth:`add_resampling`, applies it in ``call``
+    and scales the spatial size of its output by ``spatial_factor``.
+    """
+
+    spatial_factor = 1.0
 
     def __init__(self, filters: int, *, seed: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -151,49 +143,48 @@ class ConvPool(keras.layers.Layer):
         policy = self.dtype_policy
         self.conv0 = _conv(self.filters, "conv0", child_seed(self.seed, "conv0"), policy, "relu")
         self.conv1 = _conv(self.filters, "conv1", child_seed(self.seed, "conv1"), policy, "relu")
-        self.pool = keras.layers.MaxPooling2D(2, name="pool", dtype=policy)
+        self.add_resampling(policy)
+
+    def add_resampling(self, policy: Any) -> None:
+        raise NotImplementedError
 
     def build(self, input_shape: Any) -> None:
         self.conv0.build(input_shape)
         self.conv1.build(_with_channels(input_shape, self.filters))
+
+    def compute_output_shape(self, input_shape: Any) -> tuple:
+        return _with_channels(_spatial(input_shape, self.spatial_factor), self.filters)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "filters": self.filters, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ConvPool(_ConvPair):
+    """Conv-ReLU, Conv-ReLU, 2×2 max-pool."""
+
+    spatial_factor = 0.5
+
+    def add_resampling(self, policy: Any) -> None:
+        self.pool = keras.layers.MaxPooling2D(2, name="pool", dtype=policy)
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
         return self.pool(self.conv1(self.conv0(x)))
 
-    def compute_output_shape(self, input_shape: Any) -> tuple:
-        return _with_channels(_spatial(input_shape, 0.5), self.filters)
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "filters": self.filters, "seed": self.seed}
-
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class ConvUp(keras.layers.Layer):
+class ConvUp(_ConvPair):
     """Conv-ReLU, Conv-ReLU, 2× nearest-neighbour upsampling."""
 
-    def __init__(self, filters: int, *, seed: int = 0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.filters = int(filters)
-        self.seed = int(seed)
-        policy = self.dtype_policy
-        self.conv0 = _conv(self.filters, "conv0", child_seed(self.seed, "conv0"), policy, "relu")
-        self.conv1 = _conv(self.filters, "conv1", child_seed(self.seed, "conv1"), policy, "relu")
+    spatial_factor = 2.0
+
+    def add_resampling(self, policy: Any) -> None:
         self.upsample = keras.layers.UpSampling2D(
             2, interpolation="nearest", name="upsample", dtype=policy
         )
 
-    def build(self, input_shape: Any) -> None:
-        self.conv0.build(input_shape)
-        self.conv1.build(_with_channels(input_shape, self.filters))
-
     def call(self, x: tf.Tensor) -> tf.Tensor:
         return self.upsample(self.conv1(self.conv0(x)))
-
-    def compute_output_shape(self, input_shape: Any) -> tuple:
-        return _with_channels(_spatial(input_shape, 2.0), self.filters)
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "filters": self.filters, "seed": self.seed}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -208,7 +199,7 @@ class Encoder(keras.layers.Layer):
         policy = self.dtype_policy
         self.blocks = [
             ConvPool(f, seed=child_seed(self.seed, f"blocks.{i}"), name=f"blocks_{i}", dtype=policy)
-            for i, f in enumerate(encoder_filters(self.N, self.n_filters_scale))
+            for i, f in enumerate(architecture.encoder_filters(self.N, self.n_filters_scale))
         ]
 
     def build(self, input_shape: Any) -> None:
@@ -289,13 +280,13 @@ class Decoder(keras.layers.Layer):
         self.probe_big = bool(probe_big)
         self.seed = int(seed)
         policy = self.dtype_policy
-        filters = decoder_filters(self.N, self.n_filters_scale)
+        filters = architecture.decoder_filters(self.N, self.n_filters_scale)
         self.blocks = [
             ConvUp(f, seed=child_seed(self.seed, f"blocks.{i}"), name=f"blocks_{i}", dtype=policy)
             for i, f in enumerate(filters)
         ]
         base = filters[-1]
-        width = outer_filters(self.N, self.n_filters_scale)
+        width = architecture.outer_filters(self.N, self.n_filters_scale)
         self.outer: OuterPath | None = None
         self.up: ConvUp | None = None
         self.border: np.ndarray | None = None
@@ -375,9 +366,10 @@ class PtychoPINN(keras.Model):
     """Generator + differentiable physics; everything it needs comes from its arguments.
 
     ``probe`` is the normalised P̃ (N, N) and ``intensity_scale`` the fixed s₀. The output
-    gain starts at 1 (``log_gain`` = 0; ``build_network`` sets the calibrated start) and trains iff ``intensity_scale_trainable``; the
-    probe trains iff ``probe_trainable``. ``seed`` fixes the initial weights;
-    ``precision`` the dtype policy of the generator's layers.
+    gain starts at ``output_gain``, by default the calibrated g₀ of the probe
+    (:func:`ptycho_core.architecture.initial_log_gain`), and trains iff
+    ``intensity_scale_trainable``; the probe trains iff ``probe_trainable``. ``seed`` fixes
+    the initial weights; ``precision`` the dtype policy of the generator's layers.
 
     Calling the model, ``model((diffraction, coords_relative))``, gives the training
     output: the predicted diffraction amplitude (B, N, N, C) in sqrt-count units for a
@@ -395,6 +387,7 @@ class PtychoPINN(keras.Model):
         probe_trainable: bool = False,
         seed: int = 0,
         precision: str = "32",
+        output_gain: float | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("name", "ptycho_pinn")
@@ -405,14 +398,9 @@ class PtychoPINN(keras.Model):
             if isinstance(model_config, ModelConfig)
             else ModelConfig.from_dict(model_config)
         )
-        N = config.N
         probe = _probe_array(probe)
-        if probe.shape != (N, N):
-            raise ValueError(f"probe: expected shape ({N}, {N}) for N={N}, found {probe.shape}")
-        if not (math.isfinite(intensity_scale) and intensity_scale > 0):
-            raise ValueError(
-                f"intensity_scale: expected a finite number > 0, found {intensity_scale!r}"
-            )
+        log_gain = architecture.initial_log_gain(config, probe, intensity_scale, output_gain)
+        N = config.N
         if precision not in PRECISIONS:
             raise ValueError(
                 f"precision: expected one of {', '.join(PRECISIONS)}, found {precision!r}"
@@ -457,7 +445,7 @@ class PtychoPINN(keras.Model):
         physics_trains = config.model_type == "pinn"
         self.log_gain = self.add_weight(
             shape=(),
-            initializer="zeros",
+            initializer=keras.initializers.Constant(log_gain),
             trainable=self.intensity_scale_trainable and physics_trains,
             name="log_gain",
         )
@@ -490,7 +478,7 @@ class PtychoPINN(keras.Model):
         self.built = True
 
     def get_config(self) -> dict[str, Any]:
-        probe = self.probe()
+        probe = self.probe_array()
         return {
             "name": self.name,
             "model_config": self.model_config.to_dict(),
@@ -510,7 +498,7 @@ class PtychoPINN(keras.Model):
         probe = np.asarray(real, dtype=np.float32) + 1j * np.asarray(imag, dtype=np.float32)
         return cls(config.pop("model_config"), probe, **config)
 
-    def probe(self) -> np.ndarray:
+    def probe_array(self) -> np.ndarray:
         """The current probe P̃ as complex64 (N, N)."""
         real = np.asarray(self.probe_real.numpy(), dtype=np.float32)
         imag = np.asarray(self.probe_imag.numpy(), dtype=np.float32)
@@ -655,20 +643,26 @@ class PtychoPINN(keras.Model):
             self._compiled.functions[key] = function
         return function
 
+    def sibling(self, precision: str = "32", **kwargs: Any) -> PtychoPINN:
+        """A new, built network with this one's architecture, probe, s₀, trainability and
+        seed, at ``precision``; its weights are its own (the caller copies what it needs)."""
+        network = PtychoPINN(
+            self.model_config,
+            self.probe_array(),
+            self.intensity_scale,
+            intensity_scale_trainable=self.intensity_scale_trainable,
+            probe_trainable=self.probe_trainable,
+            seed=self.seed,
+            precision=precision,
+            **kwargs,
+        )
+        network.build()
+        return network
+
     def _twin(self, precision: str) -> PtychoPINN:
         twin = self._compiled.twins.get(precision)
         if twin is None:
-            twin = PtychoPINN(
-                self.model_config,
-                self.probe(),
-                self.intensity_scale,
-                intensity_scale_trainable=self.intensity_scale_trainable,
-                probe_trainable=self.probe_trainable,
-                seed=self.seed,
-                precision=precision,
-                name=f"{self.name}_{precision.replace('-', '_')}",
-            )
-            twin.build()
+            twin = self.sibling(precision, name=f"{self.name}_{precision.replace('-', '_')}")
             self._compiled.twins[precision] = twin
         for mine, theirs in zip(self.weights, twin.weights, strict=True):
             theirs.assign(mine)

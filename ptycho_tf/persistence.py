@@ -21,8 +21,6 @@ be left at its initial value), so loading is checked around it:
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import os
 import tempfile
 import warnings
@@ -44,8 +42,6 @@ __all__ = ["WEIGHTS_NAME", "load_model", "network_of", "save_model"]
 WEIGHTS_NAME = "model.weights.h5"
 """The payload file holding the weights (Keras ``save_weights`` format)."""
 
-_GAIN_TOLERANCE = 1e-6
-
 
 def network_of(model: TrainedModel) -> PtychoPINN:
     """The Keras network of a ``tensorflow`` model (core's backend and payload checks)."""
@@ -64,20 +60,11 @@ def _check_finite(network: PtychoPINN) -> None:
 def save_model(model: TrainedModel, path: str | os.PathLike[str]) -> None:
     """Write ``model`` as a bundle at ``path`` (atomic: a failure leaves the old file intact).
 
-    The manifest's output gain, parameter count and probe are taken from the network
-    itself, so a network changed after training is saved as it is now.
+    The manifest records the model as it is: :meth:`TensorFlowBackend.save
+    <ptycho_core.network_backend.NetworkBackend.save>` reads the probe, output gain and
+    parameter count off the network first.
     """
     network = network_of(model)
-    probe = network.probe() if model.config.probe_trainable else np.asarray(model.probe)
-    current = dataclasses.replace(
-        model,
-        probe=probe,
-        extra={
-            **dict(model.extra),
-            "output_gain": network.output_gain,
-            "parameters": network.trainable_parameters(),
-        },
-    )
 
     def write_payload(folder: Path) -> None:
         _check_finite(network)
@@ -86,7 +73,7 @@ def save_model(model: TrainedModel, path: str | os.PathLike[str]) -> None:
 
     write_bundle(
         path,
-        current,
+        model,
         write_payload,
         framework={"tensorflow": tf.__version__, "keras": keras.__version__},
     )
@@ -239,21 +226,7 @@ def load_model(path: str | os.PathLike[str]) -> TrainedModel:
                 f"bundle {contents.path}: payload file {WEIGHTS_NAME!r} is missing; a "
                 f"{BACKEND_NAME} bundle holds its weights there"
             )
-        config = contents.config
-        network = contents.rebuild(build_network, seed=config.seed)
+        network = contents.rebuild(build_network, seed=contents.config.seed)
         _load_weights_strictly(contents.path, network, weights)
-    if not config.probe_trainable and not np.array_equal(network.probe(), contents.probe):
-        raise BundleError(
-            f"bundle {contents.path}: weight 'probe' differs from probe.npy although the probe "
-            "was not trainable; the bundle is inconsistent"
-        )
-    gain = contents.extra.get("output_gain")
-    if gain is not None and not (
-        isinstance(gain, int | float)
-        and math.isclose(gain, network.output_gain, rel_tol=_GAIN_TOLERANCE)
-    ):
-        raise BundleError(
-            f"bundle {contents.path}: manifest extra 'output_gain' is {gain!r} but the weight "
-            f"'log_gain' gives {network.output_gain!r}; the bundle is inconsistent"
-        )
+    contents.check_network(network.probe_array(), network.output_gain)
     return contents.trained_model(network)

@@ -25,36 +25,12 @@ in pixels, laid out (B, C, 2) with [x, y] = [column, row] order.
 
 from __future__ import annotations
 
-import numpy as np
-
+from ptycho_core import physics as core_physics
+from ptycho_core.physics import BACKEND_PHYSICS, MERGE_EPSILON, NLL_EPSILON, canvas_padding
+from ptycho_core.physics import border_mask as border_mask  # the core one, re-exported
 from ptycho_tf._keras import tf
 
-__all__ = [
-    "MERGE_EPSILON",
-    "NLL_EPSILON",
-    "border_mask",
-    "canvas_padding",
-    "center_mask_1d",
-    "diffract",
-    "effective_probe",
-    "extract_patches",
-    "gaussian_smooth",
-    "illuminate",
-    "mae_loss",
-    "merge_patches",
-    "pad_to_canvas",
-    "poisson_deviance",
-    "poisson_nll",
-    "shift_matrices",
-    "supervised_loss",
-    "translate",
-    "trim_canvas",
-]
-
-MERGE_EPSILON = 0.001
-"""Added to the overlap count of the merge canvas (upstream TF value)."""
-NLL_EPSILON = 1e-12
-"""Added to the Poisson rate inside the logarithm."""
+__all__ = [*BACKEND_PHYSICS, "illuminate"]
 
 
 def shift_matrices(
@@ -102,25 +78,9 @@ def translate(images: tf.Tensor, dx: tf.Tensor, dy: tf.Tensor) -> tf.Tensor:
     return _resample(images, rows, cols)
 
 
-def canvas_padding(N: int, P: int) -> int:
-    """Offset of an N×N patch inside the P×P canvas (the same for padding and trimming)."""
-    if P < N:
-        raise ValueError(f"canvas size P={P} is smaller than the patch size N={N}")
-    return (P - N) // 2
-
-
 def center_mask_1d(N: int, dtype: tf.DType = tf.float32) -> tf.Tensor:
-    """Indicator (N,) of the central N/2 pixels [N/4, 3N/4): the 2-D mask is its outer product."""
-    mask = np.zeros(N, dtype=np.float32)
-    mask[N // 4 : N // 4 + N // 2] = 1.0
-    return tf.constant(mask, dtype=dtype)
-
-
-def border_mask(N: int) -> np.ndarray:
-    """(N, N) float32 ones outside the central N/2 × N/2 box, zeros inside (the path-2 mask)."""
-    inner = np.zeros(N, dtype=np.float32)
-    inner[N // 4 : N // 4 + N // 2] = 1.0
-    return (1.0 - inner[:, None] * inner[None, :]).astype(np.float32)
+    """:func:`ptycho_core.physics.center_mask_1d` as a constant of ``dtype``."""
+    return tf.constant(core_physics.center_mask_1d(N), dtype=dtype)
 
 
 def pad_to_canvas(parts: tf.Tensor, P: int) -> tf.Tensor:
@@ -194,9 +154,7 @@ def gaussian_smooth(parts: tf.Tensor, sigma: float) -> tf.Tensor:
     """
     if sigma == 0:
         return parts
-    taps = np.array([-1.0, 0.0, 1.0])
-    g = np.exp(-(taps**2) / (2.0 * sigma**2))
-    kernel = (g[:, None] * g[None, :]) / (g.sum() ** 2)
+    kernel = core_physics.smoothing_kernel(sigma)
     shape = tf.shape(parts)
     n_rows, n_cols = int(parts.shape[-2]), int(parts.shape[-1])
     flat = tf.reshape(parts, (-1, n_rows, n_cols, 1))

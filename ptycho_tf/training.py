@@ -29,11 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from ptycho_core.architecture import check_buildable
 from ptycho_core.config import ACCELERATORS, ModelConfig, TrainingConfig
 from ptycho_core.errors import ConfigError
 from ptycho_core.hooks import HookRelay
-from ptycho_core.physics import initial_output_gain
 from ptycho_core.protocol import TrainingData
 from ptycho_core.schedule import LearningRateSchedule, monitored_loss, stops_early
 from ptycho_tf import physics
@@ -67,48 +65,21 @@ _STRATEGIES = ("auto", "mirrored")
 
 
 def build_network(
-    model_config: ModelConfig,
-    probe: np.ndarray,
-    intensity_scale: float,
-    *,
-    intensity_scale_trainable: bool = True,
-    probe_trainable: bool = False,
-    seed: int = 0,
-    precision: str = "32",
-    output_gain: float | None = None,
+    model_config: ModelConfig, probe: np.ndarray, intensity_scale: float, **options: Any
 ) -> PtychoPINN:
-    """A fresh, built network (every variable created, initial weights fixed by ``seed``).
+    """A fresh :class:`PtychoPINN` with every variable created.
 
-    Its output gain starts at ``output_gain``, by default
-    :func:`ptycho_core.physics.initial_output_gain` of the probe.
+    ``options`` are the network's keywords: trainability, ``seed`` (which fixes the initial
+    weights), ``precision`` and the starting ``output_gain``.
     """
-    gain = initial_output_gain(probe) if output_gain is None else output_gain
-    check_buildable(model_config)
-    network = PtychoPINN(
-        model_config,
-        probe,
-        intensity_scale,
-        intensity_scale_trainable=intensity_scale_trainable,
-        probe_trainable=probe_trainable,
-        seed=seed,
-        precision=precision,
-    )
+    network = PtychoPINN(model_config, probe, intensity_scale, **options)
     network.build()
-    network.log_gain.assign(math.log(gain))
     return network
 
 
 def copy_network(source: PtychoPINN, *, precision: str = "32") -> PtychoPINN:
     """A new single-device network with ``source``'s architecture and current weights."""
-    copy = build_network(
-        source.model_config,
-        source.probe(),
-        source.intensity_scale,
-        intensity_scale_trainable=source.intensity_scale_trainable,
-        probe_trainable=source.probe_trainable,
-        seed=source.seed,
-        precision=precision,
-    )
+    copy = source.sibling(precision)
     for target, value in zip(copy.weights, source.weights, strict=True):
         target.assign(np.asarray(value.numpy()))
     return copy
@@ -392,8 +363,7 @@ def fit(
                 config.model,
                 data.probe,
                 data.intensity_scale,
-                intensity_scale_trainable=config.intensity_scale_trainable,
-                probe_trainable=config.probe_trainable,
+                **config.trainability(),
                 seed=config.seed,
                 precision=config.precision,
             )

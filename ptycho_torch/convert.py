@@ -1,8 +1,10 @@
 """Framework-neutral weights of a PyTorch model (specs/backend-protocol.md, "Framework-neutral weights").
 
 :func:`export_arrays` turns a trained ``pytorch`` model into named float32 numpy arrays;
-:func:`import_arrays` builds a ``pytorch`` model from such arrays, e.g. ones exported by
-``ptycho_tf``. The names are the state-dict names of :mod:`ptycho_torch.model` with each
+:func:`neutral_shapes` and :func:`assign_arrays` load such arrays, e.g. ones exported by
+``ptycho_tf``, into a new network for
+:meth:`~ptycho_core.network_backend.NetworkBackend.import_arrays`, which checks them first.
+The names are the state-dict names of :mod:`ptycho_torch.model` with each
 convolution's ``.weight`` renamed ``.kernel`` and permuted from torch's
 (out, in, kh, kw) to the neutral (kh, kw, in, out); biases, ``log_gain`` and (when
 trainable) the probe's parts keep their meaning. Neither this module nor the core
@@ -11,18 +13,16 @@ conversion ever imports the other framework.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 import torch
 
-from ptycho_core.config import TrainingConfig
-from ptycho_core.convert import checked_import, checked_intensity_scale
 from ptycho_core.protocol import TrainedModel
-from ptycho_torch.persistence import network_of, trainable_parameters
-from ptycho_torch.training import BACKEND_NAME, build_network
+from ptycho_torch.model import PtychoPINN
+from ptycho_torch.persistence import network_of
 
-__all__ = ["PROBE_NAMES", "export_arrays", "import_arrays", "neutral_name"]
+__all__ = ["PROBE_NAMES", "assign_arrays", "export_arrays", "neutral_name", "neutral_shapes"]
 
 PROBE_NAMES = ("probe.real", "probe.imag")
 """Names of the probe's parts; present only when the probe is trainable."""
@@ -66,74 +66,47 @@ def export_arrays(model: TrainedModel) -> dict[str, np.ndarray]:
     return arrays
 
 
-def import_arrays(
-    arrays: Mapping[str, np.ndarray],
-    *,
-    config: TrainingConfig,
-    probe: np.ndarray,
-    intensity_scale: float,
-    history: Mapping[str, Sequence[float]] | None = None,
-) -> TrainedModel:
-    """A ``pytorch`` :class:`TrainedModel` holding ``arrays`` (names as :func:`export_arrays`).
-
-    ``config.model`` is the architecture, ``probe`` the normalised training probe and
-    ``intensity_scale`` s₀; with a trainable probe the arrays' ``probe.real`` /
-    ``probe.imag`` are the network's probe and the model's. Raises ``ValueError`` naming
-    the array for a missing, unexpected, misshapen or non-finite one; the network is
-    loaded with ``load_state_dict(strict=True)``.
-    """
-    intensity_scale = checked_intensity_scale(intensity_scale)
-    if config.backend != BACKEND_NAME:
-        config = config.replace(backend=BACKEND_NAME)
-    network = build_network(
-        config.model,
-        probe,
-        float(intensity_scale),
-        intensity_scale_trainable=config.intensity_scale_trainable,
-        probe_trainable=config.probe_trainable,
-    )
-    reference = network.state_dict()
-    expected: dict[str, tuple[str, torch.Tensor]] = {}
-    for name, tensor in reference.items():
+def _neutral_entries(network: PtychoPINN) -> dict[str, tuple[str, torch.Tensor]]:
+    """Neutral name → (state-dict name, tensor) of every array :func:`export_arrays` gives."""
+    entries: dict[str, tuple[str, torch.Tensor]] = {}
+    for name, tensor in network.state_dict().items():
         if name == "probe":
-            if config.probe_trainable:
+            if network.probe_trainable:
                 for part in PROBE_NAMES:
-                    expected[part] = (name, tensor)
+                    entries[part] = (name, tensor)
             continue
-        expected[neutral_name(name, tensor)] = (name, tensor)
-    shapes = {
-        neutral: (config.model.N, config.model.N)
+        entries[neutral_name(name, tensor)] = (name, tensor)
+    return entries
+
+
+def neutral_shapes(network: PtychoPINN) -> dict[str, tuple[int, ...]]:
+    """Neutral name → shape of every array :func:`export_arrays` gives for ``network``."""
+    return {
+        neutral: (network.N, network.N)
         if name == "probe"
         else tuple(tensor.shape[i] for i in _KERNEL_FROM_TORCH)
         if tensor.ndim == 4
         else tuple(tensor.shape)
-        for neutral, (name, tensor) in expected.items()
+        for neutral, (name, tensor) in _neutral_entries(network).items()
     }
-    checked = checked_import(arrays, shapes)
-    state: dict[str, torch.Tensor] = {}
-    for neutral, (name, tensor) in expected.items():
+
+
+def assign_arrays(network: PtychoPINN, arrays: Mapping[str, np.ndarray]) -> None:
+    """Load checked float32 ``arrays`` of :func:`neutral_shapes` into ``network``.
+
+    Through ``load_state_dict(strict=True)``; the probe keeps its value unless it is
+    trainable. The network is left in eval mode.
+    """
+    state: dict[str, torch.Tensor] = {"probe": network.probe.detach().clone()}
+    for neutral, (name, tensor) in _neutral_entries(network).items():
         if name == "probe":
             continue
-        array = checked[neutral]
+        array = arrays[neutral]
         if tensor.ndim == 4:
             array = array.transpose(_KERNEL_TO_TORCH)
         state[name] = torch.from_numpy(np.ascontiguousarray(array)).to(tensor.dtype)
-    if config.probe_trainable:
-        parts = checked["probe.real"] + 1j * checked["probe.imag"]
+    if network.probe_trainable:
+        parts = arrays["probe.real"] + 1j * arrays["probe.imag"]
         state["probe"] = torch.from_numpy(parts.astype(np.complex64))
-    else:
-        state["probe"] = reference["probe"].clone()
     network.load_state_dict(state, strict=True)
     network.eval()
-    model_probe = (
-        state["probe"].numpy().copy() if config.probe_trainable else np.asarray(probe, np.complex64)
-    )
-    return TrainedModel(
-        backend=BACKEND_NAME,
-        config=config,
-        probe=np.asarray(model_probe, dtype=np.complex64),
-        intensity_scale=float(intensity_scale),
-        network=network,
-        history={k: list(v) for k, v in (history or {}).items()},
-        extra={"output_gain": network.output_gain, "parameters": trainable_parameters(network)},
-    )

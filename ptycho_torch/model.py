@@ -16,20 +16,11 @@ extraction, probe illumination, far-field amplitude and the output gain
 Tensors inside are NCHW-shaped and, when built from the core's NHWC arrays with
 ``permute(0, 3, 1, 2)``, channels-last in memory, the fast layout for CPU convolutions.
 
-Parameter names (the framework-neutral hierarchy; the weight export of
-specs/backend-protocol.md §8.1 keys on it and ``ptycho_tf`` mirrors it). ``i`` counts blocks
-from the input side, ``k`` ∈ {0, 1} the two convolutions of a block; every convolution has
-``.weight`` and ``.bias``::
-
-    encoder.blocks.{i}.conv{k}              ConvPool blocks (conv, relu, conv, relu, maxpool)
-    decoder_amp.blocks.{i}.conv{k}          ConvUp blocks of the decoder base
-    decoder_amp.head                        path 1 (pad_object) or the full-field conv
-    decoder_amp.outer.up.conv{k}            path 2 ConvUp (pad_object and probe_big)
-    decoder_amp.outer.head                  path 2 output conv
-    decoder_amp.up.conv{k}                  full-field ConvUp (pad_object False)
-    decoder_phase.…                         the same layout for the phase decoder
-    log_gain                                scalar, g = exp(log_gain)
-    probe                                   (N, N) complex64 normalised probe P̃
+Parameter names are the framework-neutral hierarchy of :mod:`ptycho_core.architecture`
+(``encoder.blocks.{i}.conv{k}``, ``decoder_amp.head``, ``log_gain``, …), which the weight
+export of specs/backend-protocol.md §8.1 keys on and ``ptycho_tf`` mirrors; every
+convolution has ``.weight`` and ``.bias``, and ``probe`` is the (N, N) complex64
+normalised probe P̃.
 
 Torch stores a convolution weight as (out, in, kh, kw); Keras as (kh, kw, in, out).
 Non-persistent buffers (masks, s₀) are rebuilt from the manifest and not saved.
@@ -47,13 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ptycho_core.architecture import (
-    C_OUTER,
-    activation_name,
-    decoder_filters,
-    encoder_filters,
-    outer_filters,
-)
+from ptycho_core import architecture
+from ptycho_core.architecture import C_OUTER
 from ptycho_core.config import ModelConfig
 from ptycho_core.physics import probe_disk_mask
 from ptycho_torch import physics
@@ -83,7 +69,7 @@ AMP_ACTIVATIONS: Mapping[str, Activation] = {
 
 def get_activation(name: str) -> Activation:
     """The amplitude activation called ``name``; unknown names raise ``ValueError`` listing the known."""
-    return AMP_ACTIVATIONS[activation_name(name)]
+    return AMP_ACTIVATIONS[architecture.activation_name(name)]
 
 
 def phase_activation(x: torch.Tensor) -> torch.Tensor:
@@ -99,32 +85,31 @@ def _conv(c_in: int, c_out: int) -> nn.Conv2d:
     return conv
 
 
-class ConvPool(nn.Module):
+class _ConvPair(nn.Module):
+    """Conv-ReLU, Conv-ReLU (``conv0``, ``conv1``): the body ConvPool and ConvUp share."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv0 = _conv(c_in, c_out)
+        self.conv1 = _conv(c_out, c_out)
+
+    def convolve(self, x: torch.Tensor) -> torch.Tensor:
+        # in-place ReLU: a convolution's backward pass does not need its output (~8 % faster)
+        return F.relu(self.conv1(F.relu(self.conv0(x), inplace=True)), inplace=True)
+
+
+class ConvPool(_ConvPair):
     """Conv-ReLU, Conv-ReLU, 2×2 max-pool."""
 
-    def __init__(self, c_in: int, c_out: int) -> None:
-        super().__init__()
-        self.conv0 = _conv(c_in, c_out)
-        self.conv1 = _conv(c_out, c_out)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # in-place ReLU: a convolution's backward pass does not need its output (~8 % faster)
-        x = F.relu(self.conv1(F.relu(self.conv0(x), inplace=True)), inplace=True)
-        return F.max_pool2d(x, 2)
+        return F.max_pool2d(self.convolve(x), 2)
 
 
-class ConvUp(nn.Module):
+class ConvUp(_ConvPair):
     """Conv-ReLU, Conv-ReLU, 2× nearest-neighbour upsampling (Keras ``UpSampling2D``)."""
 
-    def __init__(self, c_in: int, c_out: int) -> None:
-        super().__init__()
-        self.conv0 = _conv(c_in, c_out)
-        self.conv1 = _conv(c_out, c_out)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # in-place ReLU: a convolution's backward pass does not need its output (~8 % faster)
-        x = F.relu(self.conv1(F.relu(self.conv0(x), inplace=True)), inplace=True)
-        return F.interpolate(x, scale_factor=2.0, mode="nearest")
+        return F.interpolate(self.convolve(x), scale_factor=2.0, mode="nearest")
 
 
 class Encoder(nn.Module):
@@ -132,7 +117,7 @@ class Encoder(nn.Module):
 
     def __init__(self, N: int, in_channels: int, n_filters_scale: int) -> None:
         super().__init__()
-        filters = encoder_filters(N, n_filters_scale)
+        filters = architecture.encoder_filters(N, n_filters_scale)
         widths = [in_channels, *filters]
         self.blocks = nn.ModuleList(ConvPool(a, b) for a, b in pairwise(widths))
 
@@ -171,11 +156,11 @@ class Decoder(nn.Module):
         self.N = N
         self.activation = activation
         self.pad_object = pad_object
-        filters = decoder_filters(N, n_filters_scale)
+        filters = architecture.decoder_filters(N, n_filters_scale)
         widths = [n_filters_scale * 128, *filters]
         self.blocks = nn.ModuleList(ConvUp(a, b) for a, b in pairwise(widths))
         base = filters[-1]
-        width = outer_filters(N, n_filters_scale)
+        width = architecture.outer_filters(N, n_filters_scale)
         self.outer: _OuterPath | None = None
         self.up: ConvUp | None = None
         if pad_object:
@@ -222,8 +207,9 @@ class PtychoPINN(nn.Module):
     """Generator + differentiable physics; everything it needs comes from its arguments.
 
     ``probe`` is the normalised P̃ (N, N) and ``intensity_scale`` the fixed s₀. The output
-    gain starts at 1 (``log_gain`` = 0; ``build_network`` sets the calibrated start) and trains iff ``intensity_scale_trainable``; the
-    probe trains iff ``probe_trainable``.
+    gain starts at ``output_gain``, by default the calibrated g₀ of the probe
+    (:func:`ptycho_core.architecture.initial_log_gain`), and trains iff
+    ``intensity_scale_trainable``; the probe trains iff ``probe_trainable``.
     """
 
     def __init__(
@@ -234,20 +220,17 @@ class PtychoPINN(nn.Module):
         *,
         intensity_scale_trainable: bool = True,
         probe_trainable: bool = False,
+        output_gain: float | None = None,
     ) -> None:
         super().__init__()
-        N = config.N
         probe = np.asarray(probe)
-        if probe.shape != (N, N):
-            raise ValueError(f"probe: expected shape ({N}, {N}) for N={N}, found {probe.shape}")
-        if not (math.isfinite(intensity_scale) and intensity_scale > 0):
-            raise ValueError(
-                f"intensity_scale: expected a finite number > 0, found {intensity_scale!r}"
-            )
+        log_gain = architecture.initial_log_gain(config, probe, intensity_scale, output_gain)
+        N = config.N
         self.config = config
         self.N = N
         self.channels = config.channels
         self.canvas_size = config.canvas_size
+        self.probe_trainable = bool(probe_trainable)
         head_channels = self.channels if config.object_big else 1
         self.encoder = Encoder(N, self.channels, config.n_filters_scale)
         decoder_args = {"pad_object": config.pad_object, "probe_big": config.probe_big}
@@ -261,7 +244,9 @@ class PtychoPINN(nn.Module):
         self.decoder_phase = Decoder(
             N, config.n_filters_scale, head_channels, phase_activation, **decoder_args
         )
-        self.log_gain = nn.Parameter(torch.zeros(()), requires_grad=intensity_scale_trainable)
+        self.log_gain = nn.Parameter(
+            torch.tensor(log_gain, dtype=torch.float32), requires_grad=intensity_scale_trainable
+        )
         probe_tensor = torch.from_numpy(probe.astype(np.complex64))
         if probe_trainable:
             self.probe = nn.Parameter(probe_tensor)
@@ -288,6 +273,14 @@ class PtychoPINN(nn.Module):
     def output_gain(self) -> float:
         """g = exp(log_gain), the trained output gain (stored in the bundle manifest)."""
         return float(math.exp(float(self.log_gain.detach().cpu())))
+
+    def trainable_parameters(self) -> int:
+        """Number of values the optimiser updates (generator, plus the gain when trainable)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def probe_array(self) -> np.ndarray:
+        """The current probe P̃ as a complex64 (N, N) numpy copy."""
+        return self.probe.detach().cpu().numpy().copy()
 
     def generate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Amplitude and phase (B, C or 1, N, N) from normalised diffraction x (B, C, N, N)."""

@@ -10,35 +10,26 @@ loading needs no argument but the path.
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import os
 import zipfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ptycho_core.bundle import read_bundle, write_bundle
 from ptycho_core.errors import BundleError
 from ptycho_core.protocol import TrainedModel
 from ptycho_torch.model import PtychoPINN
-from ptycho_torch.training import BACKEND_NAME, build_network
+from ptycho_torch.training import BACKEND_NAME, build_network, is_global_zero
 
-__all__ = ["WEIGHTS_NAME", "load_model", "network_of", "save_model", "trainable_parameters"]
+__all__ = ["WEIGHTS_NAME", "load_model", "network_of", "save_model"]
 
 WEIGHTS_NAME = "weights.pt"
 """The payload file holding the state dict."""
 
-_GAIN_TOLERANCE = 1e-6
 _ARCHIVE_OVERHEAD = 1024**2
 """Bytes a torch archive may hold beyond the tensors themselves (pickle, records, names)."""
-
-
-def trainable_parameters(network: PtychoPINN) -> int:
-    """Number of values the optimiser updates (generator, plus the gain when trainable)."""
-    return sum(p.numel() for p in network.parameters() if p.requires_grad)
 
 
 def network_of(model: TrainedModel) -> PtychoPINN:
@@ -49,29 +40,23 @@ def network_of(model: TrainedModel) -> PtychoPINN:
 def save_model(model: TrainedModel, path: str | os.PathLike[str]) -> None:
     """Write ``model`` as a bundle at ``path`` (atomic: a failure leaves the old file intact).
 
-    The manifest's output gain, parameter count and probe are taken from the network
-    itself, so a network changed after training is saved as it is now.
+    The manifest records the model as it is: :meth:`TorchBackend.save
+    <ptycho_core.network_backend.NetworkBackend.save>` reads the probe, output gain and
+    parameter count off the network first. A no-op on DDP ranks other than 0, which own
+    no outputs.
     """
     network = network_of(model)
+    if not is_global_zero():
+        return
     state = {
         name: tensor.detach().to("cpu", copy=True).contiguous()
         for name, tensor in network.state_dict().items()
     }
-    probe = state["probe"].numpy() if model.config.probe_trainable else np.asarray(model.probe)
-    current = dataclasses.replace(
-        model,
-        probe=probe,
-        extra={
-            **dict(model.extra),
-            "output_gain": network.output_gain,
-            "parameters": trainable_parameters(network),
-        },
-    )
 
     def write_payload(folder: Path) -> None:
         torch.save(state, folder / WEIGHTS_NAME)
 
-    write_bundle(path, current, write_payload, framework={"torch": torch.__version__})
+    write_bundle(path, model, write_payload, framework={"torch": torch.__version__})
 
 
 def _check_declared_size(path: Path, weights: Path, expected: dict[str, torch.Tensor]) -> None:
@@ -152,7 +137,6 @@ def load_model(path: str | os.PathLike[str]) -> TrainedModel:
     naming the bundle and, for weights, the tensor.
     """
     with read_bundle(path, expected_backend=BACKEND_NAME) as contents:
-        config = contents.config
         network = contents.rebuild(build_network)
         weights = contents.payload_dir / WEIGHTS_NAME
         _check_declared_size(contents.path, weights, network.state_dict())
@@ -160,20 +144,5 @@ def load_model(path: str | os.PathLike[str]) -> TrainedModel:
     _check_state(contents.path, network.state_dict(), state)
     network.load_state_dict(state, strict=True)
     network.eval()
-    if not config.probe_trainable and not torch.equal(
-        network.probe, torch.from_numpy(contents.probe)
-    ):
-        raise BundleError(
-            f"bundle {contents.path}: weight tensor 'probe' differs from probe.npy although the "
-            "probe was not trainable; the bundle is inconsistent"
-        )
-    gain = contents.extra.get("output_gain")
-    if gain is not None and not (
-        isinstance(gain, int | float)
-        and math.isclose(gain, network.output_gain, rel_tol=_GAIN_TOLERANCE)
-    ):
-        raise BundleError(
-            f"bundle {contents.path}: manifest extra 'output_gain' is {gain!r} but the weight "
-            f"tensor 'log_gain' gives {network.output_gain!r}; the bundle is inconsistent"
-        )
+    contents.check_network(network.probe_array(), network.output_gain, weight="weight tensor")
     return contents.trained_model(network)

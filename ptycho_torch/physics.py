@@ -25,31 +25,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = [
-    "MERGE_EPSILON",
-    "NLL_EPSILON",
-    "border_mask",
-    "canvas_padding",
-    "center_mask_1d",
-    "diffract",
-    "effective_probe",
-    "extract_patches",
-    "gaussian_smooth",
-    "mae_loss",
-    "merge_patches",
-    "pad_to_canvas",
-    "poisson_deviance",
-    "poisson_nll",
-    "shift_matrices",
-    "supervised_loss",
-    "translate",
-    "trim_canvas",
-]
+from ptycho_core import physics as core_physics
+from ptycho_core.physics import BACKEND_PHYSICS, MERGE_EPSILON, NLL_EPSILON, canvas_padding
 
-MERGE_EPSILON = 0.001
-"""Added to the overlap count of the merge canvas (upstream TF value)."""
-NLL_EPSILON = 1e-12
-"""Added to the Poisson rate inside the logarithm."""
+__all__ = list(BACKEND_PHYSICS)
 
 
 def shift_matrices(
@@ -94,24 +73,14 @@ def translate(images: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch
     return _resample(images, rows, cols)
 
 
-def canvas_padding(N: int, P: int) -> int:
-    """Offset of an N×N patch inside the P×P canvas (the same for padding and trimming)."""
-    if P < N:
-        raise ValueError(f"canvas size P={P} is smaller than the patch size N={N}")
-    return (P - N) // 2
-
-
 def center_mask_1d(N: int, *, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
-    """Indicator (N,) of the central N/2 pixels [N/4, 3N/4): the 2-D mask is its outer product."""
-    mask = torch.zeros(N, dtype=dtype, device=device)
-    mask[N // 4 : N // 4 + N // 2] = 1.0
-    return mask
+    """:func:`ptycho_core.physics.center_mask_1d` as a tensor of ``dtype`` on ``device``."""
+    return torch.tensor(core_physics.center_mask_1d(N), dtype=dtype, device=device)
 
 
 def border_mask(N: int, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """(N, N) ones outside the central N/2 × N/2 box, zeros inside (the path-2 mask)."""
-    inner = center_mask_1d(N, dtype=dtype)
-    return 1.0 - inner[:, None] * inner[None, :]
+    """:func:`ptycho_core.physics.border_mask` (ones outside the central N/2 box) as a tensor."""
+    return torch.tensor(core_physics.border_mask(N), dtype=dtype)
 
 
 def pad_to_canvas(patches: torch.Tensor, P: int) -> torch.Tensor:
@@ -183,9 +152,9 @@ def gaussian_smooth(field: torch.Tensor, sigma: float) -> torch.Tensor:
         return field
     if field.is_complex():
         return torch.complex(gaussian_smooth(field.real, sigma), gaussian_smooth(field.imag, sigma))
-    taps = torch.tensor([-1.0, 0.0, 1.0], dtype=field.dtype, device=field.device)
-    g = torch.exp(-(taps**2) / (2.0 * sigma**2))
-    kernel = (g[:, None] * g[None, :]) / (g.sum() ** 2)
+    kernel = torch.tensor(
+        core_physics.smoothing_kernel(sigma), dtype=field.dtype, device=field.device
+    )
     shape = field.shape
     flat = field.reshape(-1, 1, *shape[-2:])
     smoothed = F.conv2d(_reflect_pad_1(flat), kernel[None, None])

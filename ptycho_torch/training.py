@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import random
 import tempfile
@@ -32,11 +31,9 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch.utils.data import DataLoader, TensorDataset
 
-from ptycho_core.architecture import check_buildable
 from ptycho_core.config import ModelConfig, TrainingConfig
 from ptycho_core.errors import ConfigError
 from ptycho_core.hooks import HookRelay
-from ptycho_core.physics import initial_output_gain
 from ptycho_core.protocol import TrainingData
 from ptycho_core.schedule import LearningRateSchedule, monitored_loss, stops_early
 from ptycho_torch import physics
@@ -66,30 +63,13 @@ _SEED_VARIABLES = ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")
 
 
 def build_network(
-    model_config: ModelConfig,
-    probe: np.ndarray,
-    intensity_scale: float,
-    *,
-    intensity_scale_trainable: bool = True,
-    probe_trainable: bool = False,
-    output_gain: float | None = None,
+    model_config: ModelConfig, probe: np.ndarray, intensity_scale: float, **options: Any
 ) -> PtychoPINN:
-    """A fresh network in channels-last memory, the fast layout for CPU convolutions.
+    """A fresh :class:`PtychoPINN` in channels-last memory, the fast layout for CPU convolutions.
 
-    Its output gain starts at ``output_gain``, by default
-    :func:`ptycho_core.physics.initial_output_gain` of the probe.
+    ``options`` are the network's keywords: trainability and the starting ``output_gain``.
     """
-    gain = initial_output_gain(probe) if output_gain is None else output_gain
-    check_buildable(model_config)
-    network = PtychoPINN(
-        model_config,
-        probe,
-        intensity_scale,
-        intensity_scale_trainable=intensity_scale_trainable,
-        probe_trainable=probe_trainable,
-    )
-    with torch.no_grad():
-        network.log_gain.fill_(math.log(gain))
+    network = PtychoPINN(model_config, probe, intensity_scale, **options)
     return network.to(memory_format=torch.channels_last)
 
 
@@ -102,13 +82,7 @@ def warm_start_network(
     is never touched. The probe is ``source``'s trained one when ``config`` trains the
     probe, else the given ``probe`` (an input, as in training); s₀ is the given one.
     """
-    network = build_network(
-        config.model,
-        probe,
-        intensity_scale,
-        intensity_scale_trainable=config.intensity_scale_trainable,
-        probe_trainable=config.probe_trainable,
-    )
+    network = build_network(config.model, probe, intensity_scale, **config.trainability())
     state = dict(source.state_dict())
     if not config.probe_trainable:
         state["probe"] = network.probe
@@ -153,9 +127,8 @@ class PtychoLightningModule(pl.LightningModule):
                 model_config,
                 probe,
                 intensity_scale,
-                intensity_scale_trainable=self.config.intensity_scale_trainable,
-                probe_trainable=self.config.probe_trainable,
                 output_gain=output_gain,
+                **self.config.trainability(),
             )
         self.network = network
         self.intensity_scale = float(intensity_scale)

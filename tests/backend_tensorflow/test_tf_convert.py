@@ -71,7 +71,7 @@ def test_trainable_probe_travels_as_two_real_arrays() -> None:
         arrays, config=model.config, probe=model.probe, intensity_scale=1.0
     )
     np.testing.assert_allclose(copy.probe.imag, model.probe.imag + 0.5, atol=1e-6)
-    np.testing.assert_array_equal(copy.network.probe(), copy.probe)
+    np.testing.assert_array_equal(copy.network.probe_array(), copy.probe)
 
 
 @pytest.mark.parametrize(

@@ -198,7 +198,7 @@ def test_layers_are_registered_serialisable_keras_classes() -> None:
     rebuilt = PtychoPINN.from_config(network.get_config())
     rebuilt.build()
     assert rebuilt.model_config == network.model_config and rebuilt.seed == 9
-    np.testing.assert_array_equal(rebuilt.probe(), network.probe())
+    np.testing.assert_array_equal(rebuilt.probe_array(), network.probe_array())
     name = "encoder.blocks.0.conv0.kernel"
     np.testing.assert_array_equal(
         rebuilt.named_weights()[name].numpy(), network.named_weights()[name].numpy()

@@ -18,6 +18,13 @@ def _complex(parts: np.ndarray) -> np.ndarray:
     return parts[..., 0, :, :] + 1j * parts[..., 1, :, :]
 
 
+def test_both_physics_modules_provide_the_shared_names() -> None:
+    for module in (tf_physics, torch_physics):
+        missing = [name for name in core_physics.BACKEND_PHYSICS if not hasattr(module, name)]
+        assert not missing, f"{module.__name__} lacks {missing}"
+        assert set(core_physics.BACKEND_PHYSICS) <= set(module.__all__)
+
+
 def test_same_object_and_probe_give_the_same_diffraction() -> None:
     rng = np.random.default_rng(7)
     N = 64
