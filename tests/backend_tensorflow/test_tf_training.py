@@ -10,6 +10,7 @@ from backend_helpers import STALLED_PLATEAU
 from helpers_tf import Recorder, hooks_for, small_config
 
 from ptycho_core.config import ModelConfig, TrainingConfig
+from ptycho_core.errors import ConfigError
 from ptycho_core.physics import initial_output_gain, poisson_nll
 from ptycho_core.schedule import LearningRateSchedule
 from ptycho_core.simulate import default_dataset
@@ -160,7 +161,7 @@ def test_gpu_accelerator_without_a_gpu_is_an_error() -> None:
         assert resolve_devices("gpu", 1)[0].endswith("GPU:0")
         return
     with pytest.raises(
-        RuntimeError, match="accelerator 'gpu' was requested, but TensorFlow sees no GPU"
+        ConfigError, match="accelerator 'gpu' was requested, but TensorFlow sees no GPU"
     ):
         resolve_devices("gpu", 1)
     assert resolve_devices("cpu", "auto") == [d.name for d in tf.config.list_logical_devices("CPU")]
