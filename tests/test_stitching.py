@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -278,19 +276,3 @@ def test_rejects_bad_input(kwargs, match):
     patches, x, y = args.pop("patches"), args.pop("x"), args.pop("y")
     with pytest.raises(ValueError, match=match):
         stitch_patches(patches, x, y, **args)
-
-
-def test_throughput_is_vectorised():
-    # Guard against a per-patch Python loop: the requirement is ≥ 20,000 patches/s for
-    # N = 64, M = 20 on one core (measured ≈ 60,000/s); a loose floor keeps this robust
-    # on a shared machine.
-    rng = np.random.default_rng(0)
-    B, N = 4000, 64
-    P = (rng.standard_normal((B, N, N)) + 1j * rng.standard_normal((B, N, N))).astype(np.complex64)
-    x, y = rng.uniform(40, 300, B), rng.uniform(40, 300, B)
-    best = np.inf
-    for _ in range(3):
-        t0 = time.perf_counter()
-        stitch_patches(P, x, y, M=20)
-        best = min(best, time.perf_counter() - t0)
-    assert B / best > 8000, f"{B / best:.0f} patches/s"
