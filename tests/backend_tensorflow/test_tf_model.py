@@ -76,24 +76,6 @@ def test_bfloat16_policy_is_scoped_to_the_model() -> None:
     )
 
 
-def test_importing_ptycho_tf_imports_no_framework() -> None:
-    code = (
-        "import sys, ptycho_tf\n"
-        "heavy = [m for m in ('tensorflow', 'keras', 'torch') if m in sys.modules]\n"
-        "assert not heavy, heavy\n"
-        "print(ptycho_tf.BACKEND.name, ptycho_tf.BACKEND.target)\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env=subprocess_env(),
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["tensorflow", "ptycho_tf.backend:TensorFlowBackend"]
-
-
 @pytest.mark.parametrize("framework", ["numpy", "torch"])
 def test_keras_on_another_framework_is_refused(framework: str) -> None:
     """A stray KERAS_BACKEND must fail loudly, whether Keras then imports or not."""

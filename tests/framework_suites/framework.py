@@ -33,6 +33,10 @@ class Framework(abc.ABC):
     """The backend's physics module (``MERGE_EPSILON``, ``canvas_padding``)."""
     model: ModuleType
     """The backend's model module (``AMP_ACTIVATIONS``, ``get_activation``, ``PtychoPINN``)."""
+    persistence: ModuleType
+    """The backend's persistence module (``WEIGHTS_NAME``, the bundle's payload file)."""
+    bundle_frameworks: tuple[str, ...]
+    """The frameworks whose versions a bundle's manifest records."""
     kernel: str
     """The last part of a convolution kernel's weight name: ``'weight'`` or ``'kernel'``."""
     probe_weights: tuple[str, ...]

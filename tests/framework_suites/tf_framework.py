@@ -17,7 +17,7 @@ from ptycho_core.architecture import C_OUTER
 from ptycho_core.config import ModelConfig, TrainingConfig
 from ptycho_core.hooks import HookRelay
 from ptycho_core.protocol import TrainingData
-from ptycho_tf import model, physics, training
+from ptycho_tf import model, persistence, physics, training
 from ptycho_tf._keras import keras, tf
 from ptycho_tf.backend import TensorFlowBackend
 
@@ -54,6 +54,8 @@ class TensorFlowFramework(Framework):
     other = "pytorch"
     physics = physics
     model = model
+    persistence = persistence
+    bundle_frameworks = ("tensorflow", "keras")
     kernel = "kernel"
     probe_weights = ("probe.real", "probe.imag")
     rate_rtol = 1e-7  # the rate is a float32 variable of the optimiser

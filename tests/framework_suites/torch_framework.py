@@ -13,7 +13,7 @@ from ptycho_core.architecture import C_OUTER
 from ptycho_core.config import ModelConfig, TrainingConfig
 from ptycho_core.hooks import HookRelay
 from ptycho_core.protocol import TrainingData
-from ptycho_torch import model, physics, training
+from ptycho_torch import model, persistence, physics, training
 from ptycho_torch.backend import TorchBackend
 
 __all__ = ["TORCH", "TorchFramework"]
@@ -49,6 +49,8 @@ class TorchFramework(Framework):
     other = "tensorflow"
     physics = physics
     model = model
+    persistence = persistence
+    bundle_frameworks = ("torch",)
     kernel = "weight"
     probe_weights = ("probe",)
     rate_rtol = 0.0  # the rate is a Python float in the optimiser's parameter groups
