@@ -31,6 +31,8 @@ class Framework(abc.ABC):
     """The other built-in backend's name (for the backend-mismatch checks)."""
     physics: ModuleType
     """The backend's physics module (``MERGE_EPSILON``, ``canvas_padding``)."""
+    training: ModuleType
+    """The backend's training module (``build_network``, ``fit``)."""
     model: ModuleType
     """The backend's model module (``AMP_ACTIVATIONS``, ``get_activation``, ``PtychoPINN``)."""
     persistence: ModuleType
@@ -172,6 +174,10 @@ class Framework(abc.ABC):
     # -- training -----------------------------------------------------------------------------
 
     @abc.abstractmethod
+    def step_rate_recorder(self) -> Any:
+        """A callback of the framework's trainer that appends the rate of every optimiser
+        step to its ``rates`` and the step's index to its ``steps``."""
+
     def fit_recording_rates(
         self,
         data: TrainingData,
@@ -182,8 +188,18 @@ class Framework(abc.ABC):
     ) -> tuple[Any, dict[str, list[float]], list[float], list[int]]:
         """``training.fit``, with the rate and the index of every optimiser step:
         (network, history, rates, steps)."""
+        recorder = self.step_rate_recorder()
+        network, history = self.training.fit(
+            data, config, hooks, initial=initial, callbacks=[recorder]
+        )
+        return network, history, recorder.rates, recorder.steps
 
-    @abc.abstractmethod
     def global_state(self) -> tuple:
         """The process-global random generators and flags that training must leave as it
         found them, as plain comparable values."""
+        kind, keys, *rest = np.random.get_state()
+        return (kind, keys.tobytes(), *rest, *self.framework_state())
+
+    @abc.abstractmethod
+    def framework_state(self) -> tuple:
+        """The framework's part of :meth:`global_state`."""

@@ -14,9 +14,7 @@ from tensorflow.python.framework import config as tf_config
 
 from framework_suites.framework import Framework
 from ptycho_core.architecture import C_OUTER
-from ptycho_core.config import ModelConfig, TrainingConfig
-from ptycho_core.hooks import HookRelay
-from ptycho_core.protocol import TrainingData
+from ptycho_core.config import ModelConfig
 from ptycho_tf import model, persistence, physics, training
 from ptycho_tf._keras import keras, tf
 from ptycho_tf.backend import TensorFlowBackend
@@ -53,6 +51,7 @@ class TensorFlowFramework(Framework):
     name = "tensorflow"
     other = "pytorch"
     physics = physics
+    training = training
     model = model
     persistence = persistence
     bundle_frameworks = ("tensorflow", "keras")
@@ -159,20 +158,12 @@ class TensorFlowFramework(Framework):
 
     # -- training -----------------------------------------------------------------------------
 
-    def fit_recording_rates(
-        self, data: TrainingData, config: TrainingConfig, hooks: HookRelay, *, initial=None
-    ) -> tuple[Any, dict[str, list[float]], list[float], list[int]]:
-        recorder = _StepRates()
-        network, history = training.fit(data, config, hooks, initial=initial, callbacks=[recorder])
-        return network, history, recorder.rates, recorder.steps
+    def step_rate_recorder(self) -> _StepRates:
+        return _StepRates()
 
-    def global_state(self) -> tuple:
-        kind, keys, *rest = np.random.get_state()
+    def framework_state(self) -> tuple:
         return (
             random.getstate(),
-            kind,
-            keys.tobytes(),
-            *rest,
             tf_config.is_op_determinism_enabled(),
             keras.config.dtype_policy().name,
         )

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
 from framework_suites.framework import Framework
 from ptycho_core.architecture import C_OUTER
-from ptycho_core.config import ModelConfig, TrainingConfig
-from ptycho_core.hooks import HookRelay
-from ptycho_core.protocol import TrainingData
+from ptycho_core.config import ModelConfig
 from ptycho_torch import model, persistence, physics, training
 from ptycho_torch.backend import TorchBackend
 
@@ -48,6 +44,7 @@ class TorchFramework(Framework):
     name = "pytorch"
     other = "tensorflow"
     physics = physics
+    training = training
     model = model
     persistence = persistence
     bundle_frameworks = ("torch",)
@@ -159,20 +156,12 @@ class TorchFramework(Framework):
 
     # -- training -----------------------------------------------------------------------------
 
-    def fit_recording_rates(
-        self, data: TrainingData, config: TrainingConfig, hooks: HookRelay, *, initial=None
-    ) -> tuple[Any, dict[str, list[float]], list[float], list[int]]:
-        recorder = _StepRates()
-        network, history = training.fit(data, config, hooks, initial=initial, callbacks=[recorder])
-        return network, history, recorder.rates, recorder.steps
+    def step_rate_recorder(self) -> _StepRates:
+        return _StepRates()
 
-    def global_state(self) -> tuple:
-        kind, keys, *rest = np.random.get_state()
+    def framework_state(self) -> tuple:
         return (
             torch.get_rng_state().numpy().tobytes(),
-            kind,
-            keys.tobytes(),
-            *rest,
             torch.are_deterministic_algorithms_enabled(),
         )
 
