@@ -66,44 +66,34 @@ def _assert_same_object(found: np.ndarray, expected: np.ndarray) -> None:
     )
 
 
+def _assert_same_amplitude(found: np.ndarray, expected: np.ndarray) -> None:
+    """The training path agrees too: physics and gain."""
+    np.testing.assert_allclose(found, expected, rtol=1e-4, atol=1e-4 * expected.max())
+
+
+DIRECTIONS = {  # source, target, the source's log gain
+    "tensorflow-to-pytorch": (TENSORFLOW_FW, TORCH_FW, 0.3),
+    "pytorch-to-tensorflow": (TORCH_FW, TENSORFLOW_FW, -0.2),
+}
+
+
+@pytest.mark.parametrize("direction", sorted(DIRECTIONS))
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_tensorflow_weights_run_in_torch(name: str) -> None:
-    source = _model(TENSORFLOW_FW, CONFIGS[name], 0.3)
-    converted = convert_model(source, TF, TORCH)
-    assert converted.backend == "pytorch" and converted.config.backend == "pytorch"
-    assert converted.extra["output_gain"] == pytest.approx(np.exp(0.3), rel=1e-6)
+def test_converted_weights_compute_the_same_function(direction: str, name: str) -> None:
+    source_fw, target_fw, log_gain = DIRECTIONS[direction]
+    source_backend, target_backend = source_fw.backend(), target_fw.backend()
+    source = _model(source_fw, CONFIGS[name], log_gain)
+    converted = convert_model(source, source_backend, target_backend)
+    assert converted.backend == converted.config.backend == target_fw.name
+    assert converted.extra["output_gain"] == pytest.approx(np.exp(log_gain), rel=1e-6)
     x, coords = _batch(CONFIGS[name], seed=0)
     _assert_same_object(
-        TORCH.forward(converted, x, coords, accelerator="cpu"),
-        TF.forward(source, x, coords, accelerator="cpu"),
+        target_backend.forward(converted, x, coords, accelerator="cpu"),
+        source_backend.forward(source, x, coords, accelerator="cpu"),
     )
-    expected = TENSORFLOW_FW.amplitude(
-        source.network, x, coords
-    )  # the training path: physics and gain too
-    np.testing.assert_allclose(
-        TORCH_FW.amplitude(converted.network, x, coords),
-        expected,
-        rtol=1e-4,
-        atol=1e-4 * expected.max(),
-    )
-
-
-@pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_torch_weights_run_in_tensorflow(name: str) -> None:
-    source = _model(TORCH_FW, CONFIGS[name], -0.2)
-    converted = convert_model(source, TORCH, TF)
-    assert converted.backend == "tensorflow"
-    x, coords = _batch(CONFIGS[name], seed=1)
-    _assert_same_object(
-        TF.forward(converted, x, coords, accelerator="cpu"),
-        TORCH.forward(source, x, coords, accelerator="cpu"),
-    )
-    expected = TORCH_FW.amplitude(source.network, x, coords)
-    np.testing.assert_allclose(
-        TENSORFLOW_FW.amplitude(converted.network, x, coords),
-        expected,
-        rtol=1e-4,
-        atol=1e-4 * expected.max(),
+    _assert_same_amplitude(
+        target_fw.amplitude(converted.network, x, coords),
+        source_fw.amplitude(source.network, x, coords),
     )
 
 
@@ -118,12 +108,9 @@ def test_trainable_probe_converts_both_ways() -> None:
         back.network.probe.detach().numpy(), source.network.probe.detach().numpy()
     )
     x, coords = _batch(CONFIGS["gs1"], seed=2)
-    expected = TORCH_FW.amplitude(source.network, x, coords)
-    np.testing.assert_allclose(
+    _assert_same_amplitude(
         TENSORFLOW_FW.amplitude(there.network, x, coords),
-        expected,
-        rtol=1e-4,
-        atol=1e-4 * expected.max(),
+        TORCH_FW.amplitude(source.network, x, coords),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from framework_suites.physics import object_and_probe
 from framework_suites.tf_framework import TENSORFLOW
 from framework_suites.torch_framework import TORCH
 
@@ -16,12 +17,7 @@ def _assert_close(found: np.ndarray, expected: np.ndarray, rtol: float) -> None:
 
 
 def test_same_object_and_probe_give_the_same_diffraction() -> None:
-    rng = np.random.default_rng(7)
-    N = 64
-    obj = (rng.random((3, 4, N, N)) * np.exp(2j * np.pi * rng.random((3, 4, N, N)))).astype(
-        np.complex64
-    )
-    probe = core_physics.normalize_probe(core_physics.focused_probe(N), 4.0)
+    obj, probe = object_and_probe(7, 3, 4, 64, 64)
     from_torch = TORCH.illuminate_and_diffract(obj, probe)
     from_tf = TENSORFLOW.illuminate_and_diffract(obj, probe)
     reference = core_physics.diffraction_amplitude(obj, probe)

@@ -24,6 +24,14 @@ def _complex_field(rng: np.random.Generator, *shape: int) -> np.ndarray:
     return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
 
 
+def object_and_probe(seed: int, *shape: int) -> tuple[np.ndarray, np.ndarray]:
+    """Object patches of ``shape`` (amplitude in [0, 1), any phase) and a focused probe."""
+    rng = np.random.default_rng(seed)
+    obj = rng.random(shape) * np.exp(2j * np.pi * rng.random(shape))
+    probe = core_physics.normalize_probe(core_physics.focused_probe(shape[-1]), 4.0)
+    return obj.astype(np.complex64), probe
+
+
 class PhysicsSuite:
     """The physics module of the backend ``fw`` against the numpy references."""
 
@@ -116,12 +124,8 @@ class PhysicsSuite:
         np.testing.assert_allclose(raw, expected, rtol=1e-4)
 
     def test_diffraction_matches_the_core_forward_model(self, fw: Framework) -> None:
-        rng = np.random.default_rng(2)
         N = 64
-        patches = (rng.random((3, 2, N, N)) * np.exp(2j * np.pi * rng.random((3, 2, N, N)))).astype(
-            np.complex64
-        )
-        probe = core_physics.normalize_probe(core_physics.focused_probe(N), 4.0)
+        patches, probe = object_and_probe(2, 3, 2, N, N)
         expected = core_physics.diffraction_amplitude(patches, probe)
         found = fw.illuminate_and_diffract(patches, probe)
         assert found.dtype == np.float32 and found.shape == (3, 2, N, N)
