@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
+from cli_helpers import run_python
 from framework_suites.model import ModelSuite, random_batch
 from framework_suites.tf_framework import TENSORFLOW
 from helpers_tf import subprocess_env
@@ -83,13 +81,7 @@ def test_keras_on_another_framework_is_refused(framework: str) -> None:
         pytest.importorskip("torch")  # Keras on torch imports only where torch is installed
     env = subprocess_env()
     env["KERAS_BACKEND"] = framework
-    done = subprocess.run(
-        [sys.executable, "-c", "import ptycho_tf.backend"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    done = run_python("-c", "import ptycho_tf.backend", env=env)
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith(

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from backend_helpers import Recorder, hooks_for
+from cli_helpers import run_python
 
 from framework_suites.framework import Framework
 from ptycho_core.bundle import read_manifest
@@ -55,14 +54,7 @@ class BackendSuite:
             "assert not heavy, heavy\n"
             f"print({package}.BACKEND.name, {package}.BACKEND.target)\n"
         )
-        done = subprocess.run(
-            [sys.executable, "-c", code],
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-            timeout=120,
-            check=False,
-        )
+        done = run_python("-c", code, cwd=REPO)
         assert done.returncode == 0, done.stderr
         backend_class = type(fw.backend())
         target = f"{backend_class.__module__}:{backend_class.__qualname__}"
