@@ -143,6 +143,7 @@ class PhysicsSuite:
     @pytest.mark.parametrize(
         ("probe_kind", "intensity_scale", "gain"),
         [("default", 988.2, np.exp(0.3)), ("focused", 31.25, 1.5)],
+        ids=["default-probe", "focused-probe"],
     )
     def test_network_amplitude_is_s0_g_times_the_core_diffraction_of_its_object(
         self, fw: Framework, probe_kind: str, intensity_scale: float, gain: float
