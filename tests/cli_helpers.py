@@ -1,4 +1,5 @@
-"""Running the ``ptycho`` console script in tests, and the one-line user-error check."""
+"""Running the ``ptycho`` console script and Python in child processes, and the one-line
+user-error check."""
 
 from __future__ import annotations
 
@@ -22,6 +23,22 @@ def run_cli(
         cwd=cwd,
         env=None if env is None else {**os.environ, **env},
         timeout=300,
+        check=False,
+    )
+
+
+def run_python(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``python ARGS`` with this interpreter in a child process, its output captured (never
+    raises on failure); ``env`` is added to this process's environment."""
+    return subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=None if env is None else {**os.environ, **env},
+        timeout=timeout,
         check=False,
     )
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import shutil
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from cli_helpers import run_python
 
 from ptycho_core.backend_selector import (
     INSTALL_HINT,
@@ -322,14 +322,7 @@ _PROBE = textwrap.dedent(
 def test_import_select_and_list_import_only_what_they_must(tmp_path: Path) -> None:
     """In a fresh interpreter: no framework is imported by core, listing imports no target,
     selecting one backend loads only its own entry point."""
-    result = subprocess.run(
-        [sys.executable, "-c", _PROBE],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-        check=False,
-    )
+    result = run_python("-c", _PROBE, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["after_import"] == []

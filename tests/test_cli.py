@@ -29,6 +29,19 @@ def run(
     return result
 
 
+def run_train(data: Path, backend: str, out: Path, *options: str, quiet: bool = True):
+    """``ptycho [--quiet] train DATA --backend BACKEND --output-dir OUT --batch-size 8 OPTIONS``."""
+    flags = ("--quiet",) if quiet else ()
+    command = ("train", str(data), "--backend", backend, "--output-dir", str(out))
+    return run(*flags, *command, "--batch-size", "8", *options)
+
+
+def run_infer(bundle: Path | str, data: Path | str, out: Path, *options: str, check: bool = True):
+    """``ptycho --quiet infer BUNDLE DATA --output-dir OUT OPTIONS``."""
+    command = ("infer", str(bundle), str(data), "--output-dir", str(out))
+    return run("--quiet", *command, *options, check=check)
+
+
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("cli-data")
@@ -60,28 +73,14 @@ def test_simulate_writes_a_valid_dataset(simulated: tuple[Path, Path]) -> None:
 
 
 def test_train_infer_evaluate_round_trip(simulated: tuple[Path, Path], tmp_path: Path) -> None:
-    train, test = simulated
-    run(
-        "--quiet",
-        "train",
-        str(train),
-        "--backend",
-        TEST_BACKEND,
-        "--output-dir",
-        str(tmp_path / "model"),
-        "--epochs",
-        "3",
-        "--batch-size",
-        "8",
-        "--seed",
-        "3",
-    )
+    train_path, test = simulated
+    run_train(train_path, TEST_BACKEND, tmp_path / "model", "--epochs", "3", "--seed", "3")
     bundle = tmp_path / "model" / "model.ptycho"
     assert bundle.is_file()
     history = json.loads((tmp_path / "model" / "history.json").read_text())
     assert len(history["loss"]) == 3
 
-    run("--quiet", "infer", str(bundle), str(test), "--output-dir", str(tmp_path / "recon"))
+    run_infer(bundle, test, tmp_path / "recon")
     with np.load(tmp_path / "recon" / "reconstruction.npz", allow_pickle=False) as recon:
         assert recon["amplitude"].shape == recon["phase"].shape == load_npz(test).object.shape
         assert np.isfinite(recon["amplitude"]).all()
@@ -104,18 +103,7 @@ def test_train_infer_evaluate_round_trip(simulated: tuple[Path, Path], tmp_path:
 
 
 def test_train_progress_bar_shows_losses(simulated: tuple[Path, Path], tmp_path: Path) -> None:
-    result = run(
-        "train",
-        str(simulated[0]),
-        "--backend",
-        TEST_BACKEND,
-        "--output-dir",
-        str(tmp_path),
-        "--epochs",
-        "2",
-        "--batch-size",
-        "8",
-    )
+    result = run_train(simulated[0], TEST_BACKEND, tmp_path, "--epochs", "2", quiet=False)
     assert "2/2" in result.stderr and "loss=" in result.stderr
 
 
@@ -274,19 +262,7 @@ def bundles(simulated: tuple[Path, Path], tmp_path_factory: pytest.TempPathFacto
     """Bundles of numpy-gain (has a warm start, no initial object) and direct-zero (neither)."""
     folder = tmp_path_factory.mktemp("cli-bundles")
     for backend in (TEST_BACKEND, "direct-zero"):
-        run(
-            "--quiet",
-            "train",
-            str(simulated[0]),
-            "--backend",
-            backend,
-            "--output-dir",
-            str(folder / backend),
-            "--epochs",
-            "2",
-            "--batch-size",
-            "8",
-        )
+        run_train(simulated[0], backend, folder / backend, "--epochs", "2")
     return {backend: folder / backend / "model.ptycho" for backend in (TEST_BACKEND, "direct-zero")}
 
 
@@ -294,16 +270,7 @@ def test_infer_then_starts_the_iterative_backend_from_the_first_result(
     simulated: tuple[Path, Path], bundles: dict, tmp_path: Path
 ) -> None:
     out = tmp_path / "hybrid"
-    result = run(
-        "--quiet",
-        "infer",
-        str(bundles[TEST_BACKEND]),
-        str(simulated[1]),
-        "--output-dir",
-        str(out),
-        "--then",
-        "object-echo",
-    )
+    result = run_infer(bundles[TEST_BACKEND], simulated[1], out, "--then", "object-echo")
     assert "with numpy-gain, then object-echo from that object" in result.stdout
     with np.load(out / "initial" / "reconstruction.npz", allow_pickle=False) as first:
         assert str(first["backend"]) == TEST_BACKEND
@@ -324,20 +291,8 @@ def test_infer_refines_on_the_data_then_reconstructs(
     from ptycho_core.workflows import load_inference_bundle
 
     out = tmp_path / "refined"
-    result = run(
-        "--quiet",
-        "infer",
-        str(bundles[TEST_BACKEND]),
-        str(simulated[1]),
-        "--output-dir",
-        str(out),
-        "--refine-epochs",
-        "3",
-        "--nphotons",
-        "1e6",
-        "--then",
-        "object-echo",
-    )
+    options = ("--refine-epochs", "3", "--nphotons", "1e6", "--then", "object-echo")
+    result = run_infer(bundles[TEST_BACKEND], simulated[1], out, *options)
     lines = [line for line in result.stdout.splitlines() if line.startswith("refined")]
     assert len(lines) == 1 and "for 3 epochs (final loss " in lines[0], result.stdout
     refined, config = load_inference_bundle(out / "model-refined.ptycho")
@@ -353,41 +308,29 @@ def test_infer_refines_on_the_data_then_reconstructs(
 def test_infer_refuses_what_a_backend_cannot_do_in_one_line(
     simulated: tuple[Path, Path], bundles: dict, tmp_path: Path
 ) -> None:
-    test = str(simulated[1])
-    zero, gain = str(bundles["direct-zero"]), str(bundles[TEST_BACKEND])
+    test = simulated[1]
+    zero, gain = bundles["direct-zero"], bundles[TEST_BACKEND]
     out = tmp_path / "refused"
+
+    def refused(bundle: Path, *options: str) -> subprocess.CompletedProcess[str]:
+        return run_infer(bundle, test, out, *options, check=False)
+
     assert_one_line_error(
-        run("infer", zero, test, "--output-dir", str(out), "--refine-epochs", "2", check=False),
+        refused(zero, "--refine-epochs", "2"),
         "backend direct-zero cannot refine a trained model (it has no train_from)",
     )
     assert_one_line_error(
-        run("infer", gain, test, "--output-dir", str(out), "--then", TEST_BACKEND, check=False),
+        refused(gain, "--then", TEST_BACKEND),
         "backend numpy-gain cannot start from an initial object",
     )
     # checked before the refinement runs: nothing is written
     assert_one_line_error(
-        run(
-            "infer",
-            gain,
-            test,
-            "--output-dir",
-            str(out),
-            "--refine-epochs",
-            "2",
-            "--then",
-            "direct-zero",
-            check=False,
-        ),
+        refused(gain, "--refine-epochs", "2", "--then", "direct-zero"),
         "backend direct-zero cannot start from an initial object",
     )
     assert not out.exists()
     # a backend without iterations refuses --iterations rather than ignoring it
     assert_one_line_error(
-        run("infer", gain, test, "--output-dir", str(out), "--iterations", "5", check=False),
-        "InferenceConfig.iterations",
-        "numpy-gain",
+        refused(gain, "--iterations", "5"), "InferenceConfig.iterations", "numpy-gain"
     )
-    assert_one_line_error(
-        run("infer", gain, test, "--output-dir", str(out), "--nphotons", "1e6", check=False),
-        "--refine-epochs",
-    )
+    assert_one_line_error(refused(gain, "--nphotons", "1e6"), "--refine-epochs")

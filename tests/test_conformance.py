@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
-import shutil
-import subprocess
 import sys
 import textwrap
 import zipfile
@@ -24,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from cli_helpers import run_cli
 
 from ptycho_core.bundle import read_bundle, write_bundle
 from ptycho_core.errors import BundleError
@@ -50,7 +48,6 @@ except ImportError:  # the ptycho_test_distributions fixture fails every test wi
 
 pytestmark = pytest.mark.usefixtures("ptycho_test_distributions")
 
-PTYCHO = shutil.which("ptycho", path=os.path.dirname(sys.executable)) or "ptycho"
 RULES = {check.__name__: check.rule for check in CHECKS}  # type: ignore[attr-defined]
 
 
@@ -636,31 +633,27 @@ def test_selection_imports_is_skipped_for_a_class() -> None:
 # ----------------------------------------------------------------------- the command line
 
 
-def _ptycho(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([PTYCHO, *args], capture_output=True, text=True, timeout=300, check=False)
-
-
 def test_cli_check_backend_passes_numpy_gain() -> None:
-    result = _ptycho("check-backend", "numpy-gain", "--json")
+    result = run_cli("check-backend", "numpy-gain", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["passed"] is True and report["backend"] == "numpy-gain"
     assert len(report["results"]) == len(CHECKS)
-    text = _ptycho("check-backend", "numpy-gain", "--check", "infer-output").stdout
+    text = run_cli("check-backend", "numpy-gain", "--check", "infer-output").stdout
     assert "PASSED  check_infer_output" in text and "1 passed, 0 failed, 0 skipped" in text
 
 
 def test_cli_check_backend_exit_status_on_a_broken_rule() -> None:
     # the test backend 'direct-zero' accepts a model of another backend in infer
-    result = _ptycho("check-backend", "direct-zero", "--check", "infer-rejects-foreign-model")
+    result = run_cli("check-backend", "direct-zero", "--check", "infer-rejects-foreign-model")
     assert result.returncode == 1
     assert "FAILED  check_infer_rejects_foreign_model" in result.stdout
     assert "breaks rule 'infer-rejects-foreign-model'" in result.stdout
 
 
 def test_cli_check_backend_user_errors() -> None:
-    result = _ptycho("check-backend", "no-such-backend")
+    result = run_cli("check-backend", "no-such-backend")
     assert result.returncode == 2
     assert result.stderr.startswith("ptycho check-backend: error: unknown backend")
-    result = _ptycho("check-backend", "numpy-gain", "--check", "nonsense")
+    result = run_cli("check-backend", "numpy-gain", "--check", "nonsense")
     assert result.returncode == 2 and "unknown check 'nonsense'" in result.stderr

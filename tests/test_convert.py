@@ -7,14 +7,11 @@ four protocol methods but not the optional framework-neutral weights.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import run_cli
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -30,7 +27,6 @@ from ptycho_core.hooks import make_plugin_manager
 from ptycho_core.simulate import default_dataset
 from ptycho_core.workflows import prepare_training_data
 
-PTYCHO = shutil.which("ptycho", path=os.path.dirname(sys.executable)) or "ptycho"
 pytestmark = pytest.mark.usefixtures("ptycho_test_distributions")
 
 
@@ -68,13 +64,7 @@ def test_a_backend_without_neutral_weights_cannot_be_converted(
 
 def test_cli_reports_conversion_errors_on_one_line(gain_bundle: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.ptycho"
-    done = subprocess.run(
-        [PTYCHO, "convert", str(gain_bundle), "--to", "numpy-gain", "--output", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_cli("convert", str(gain_bundle), "--to", "numpy-gain", "--output", str(out))
     assert done.returncode == 2, done
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("ptycho convert: error: backend 'numpy-gain' cannot be the source")

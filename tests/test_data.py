@@ -6,7 +6,9 @@ import os
 import re
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
@@ -283,199 +285,131 @@ def test_object_arrays_are_refused_without_unpickling(tmp_path, key):
 
 # --------------------------------------------------------------------------- per-key errors
 
-# (description, key the error must name, mutation of valid_arrays(), text the message must have)
+
+class At(NamedTuple):
+    """Set one element of the named array."""
+
+    index: Any
+    value: Any
+
+
+class Whole(NamedTuple):
+    """Change the arrays as a whole (where more than the named array changes)."""
+
+    mutate: Callable[[dict[str, np.ndarray]], None]
+
+
+def mutation(key: str, change: Callable[[np.ndarray], Any] | At | Whole):
+    """``change`` of ``valid_arrays()`` as a function of the dict: the named array replaced
+    by ``change(array)``, one element of it set, or the ``Whole`` dict changed."""
+    if isinstance(change, Whole):
+        return change.mutate
+    if isinstance(change, At):
+        return lambda a: a[key].__setitem__(change.index, change.value)
+    return lambda a: a.update({key: change(a[key])})
+
+
+# (description, key the error must name, change of that array in valid_arrays(), text the
+# message must have)
 BAD_CASES = [
-    ("diffraction 2-D", "diffraction", lambda a: a.update(diffraction=a["diffraction"][0]), "3-D"),
-    (
-        "diffraction 4-D",
-        "diffraction",
-        lambda a: a.update(diffraction=a["diffraction"][None]),
-        "3-D",
-    ),
-    (
-        "diffraction complex",
-        "diffraction",
-        lambda a: a.update(diffraction=a["diffraction"].astype(np.complex64)),
-        "complex64",
-    ),
-    (
-        "diffraction bool",
-        "diffraction",
-        lambda a: a.update(diffraction=a["diffraction"] > 1),
-        "bool",
-    ),
-    (
-        "diffraction string",
-        "diffraction",
-        lambda a: a.update(diffraction=np.full((n0, N0, N0), "x")),
-        "<U1",
-    ),
-    (
-        "diffraction integer",
-        "diffraction",
-        lambda a: a.update(diffraction=np.ones((n0, N0, N0), np.uint16)),
-        "diff3d",
-    ),
-    (
-        "diffraction non-square",
-        "diffraction",
-        lambda a: a.update(diffraction=a["diffraction"][:, :, :-2]),
-        "square",
-    ),
-    (
-        "diffraction odd N",
-        "diffraction",
-        lambda a: a.update(diffraction=a["diffraction"][:, :-1, :-1]),
-        "even",
-    ),
-    (
-        "diffraction count != len(xcoords)",
-        "diffraction",
-        lambda a: a.update(diffraction=a["diffraction"][:-1]),
-        "len(xcoords)",
-    ),
+    ("diffraction 2-D", "diffraction", lambda v: v[0], "3-D"),
+    ("diffraction 4-D", "diffraction", lambda v: v[None], "3-D"),
+    ("diffraction complex", "diffraction", lambda v: v.astype(np.complex64), "complex64"),
+    ("diffraction bool", "diffraction", lambda v: v > 1, "bool"),
+    ("diffraction string", "diffraction", lambda _: np.full((n0, N0, N0), "x"), "<U1"),
+    ("diffraction integer", "diffraction", lambda _: np.ones((n0, N0, N0), np.uint16), "diff3d"),
+    ("diffraction non-square", "diffraction", lambda v: v[:, :, :-2], "square"),
+    ("diffraction odd N", "diffraction", lambda v: v[:, :-1, :-1], "even"),
+    ("diffraction count != len(xcoords)", "diffraction", lambda v: v[:-1], "len(xcoords)"),
     (
         "diffraction empty",
         "diffraction",
-        lambda a: a.update(
-            diffraction=a["diffraction"][:0],
-            xcoords=a["xcoords"][:0],
-            ycoords=a["ycoords"][:0],
-            scan_index=a["scan_index"][:0],
+        Whole(
+            lambda a: a.update(
+                diffraction=a["diffraction"][:0],
+                xcoords=a["xcoords"][:0],
+                ycoords=a["ycoords"][:0],
+                scan_index=a["scan_index"][:0],
+            )
         ),
         "at least one",
     ),
-    (
-        "diffraction NaN",
-        "diffraction",
-        lambda a: a["diffraction"].__setitem__((1, 2, 3), np.nan),
-        "NaN",
-    ),
-    (
-        "diffraction inf",
-        "diffraction",
-        lambda a: a["diffraction"].__setitem__((0, 0, 0), np.inf),
-        "inf",
-    ),
-    (
-        "diffraction negative",
-        "diffraction",
-        lambda a: a["diffraction"].__setitem__((2, 1, 1), -0.5),
-        "non-negative amplitudes",
-    ),
-    ("xcoords 2-D", "xcoords", lambda a: a.update(xcoords=a["xcoords"][:, None]), "1-D"),
-    ("xcoords complex", "xcoords", lambda a: a.update(xcoords=a["xcoords"] + 0j), "complex"),
-    ("xcoords bool", "xcoords", lambda a: a.update(xcoords=a["xcoords"] > 3), "bool"),
-    ("xcoords string", "xcoords", lambda a: a.update(xcoords=a["xcoords"].astype(str)), "<U"),
-    ("xcoords NaN", "xcoords", lambda a: a["xcoords"].__setitem__(0, np.nan), "NaN"),
-    ("ycoords inf", "ycoords", lambda a: a["ycoords"].__setitem__(1, -np.inf), "inf"),
-    ("ycoords length", "ycoords", lambda a: a.update(ycoords=a["ycoords"][:-1]), "entries"),
+    ("diffraction NaN", "diffraction", At((1, 2, 3), np.nan), "NaN"),
+    ("diffraction inf", "diffraction", At((0, 0, 0), np.inf), "inf"),
+    ("diffraction negative", "diffraction", At((2, 1, 1), -0.5), "non-negative amplitudes"),
+    ("xcoords 2-D", "xcoords", lambda v: v[:, None], "1-D"),
+    ("xcoords complex", "xcoords", lambda v: v + 0j, "complex"),
+    ("xcoords bool", "xcoords", lambda v: v > 3, "bool"),
+    ("xcoords string", "xcoords", lambda v: v.astype(str), "<U"),
+    ("xcoords NaN", "xcoords", At(0, np.nan), "NaN"),
+    ("ycoords inf", "ycoords", At(1, -np.inf), "inf"),
+    ("ycoords length", "ycoords", lambda v: v[:-1], "entries"),
     (
         "probe wrong size",
         "probeGuess",
-        lambda a: a.update(probeGuess=np.ones((N0 + 2, N0 + 2), np.complex64)),
+        lambda _: np.ones((N0 + 2, N0 + 2), np.complex64),
         f"({N0}, {N0})",
     ),
     (
         "probe not square",
         "probeGuess",
-        lambda a: a.update(probeGuess=np.ones((N0, N0 - 2), np.complex64)),
+        lambda _: np.ones((N0, N0 - 2), np.complex64),
         f"({N0}, {N0})",
     ),
-    ("probe 1-D", "probeGuess", lambda a: a.update(probeGuess=a["probeGuess"][0]), "2-D"),
-    ("probe 4-D", "probeGuess", lambda a: a.update(probeGuess=a["probeGuess"][None, None]), "2-D"),
-    (
-        "probe integer",
-        "probeGuess",
-        lambda a: a.update(probeGuess=np.ones((N0, N0), np.int64)),
-        "int64",
-    ),
-    ("probe bool", "probeGuess", lambda a: a.update(probeGuess=np.ones((N0, N0), bool)), "bool"),
-    ("probe NaN", "probeGuess", lambda a: a["probeGuess"].__setitem__((0, 1), np.nan), "NaN"),
-    (
-        "probe zero",
-        "probeGuess",
-        lambda a: a.update(probeGuess=np.zeros((N0, N0), np.complex64)),
-        "zeros",
-    ),
-    (
-        "probe zero modes",
-        "probeGuess",
-        lambda a: a.update(probeGuess=np.zeros((0, N0, N0), np.complex64)),
-        "mode",
-    ),
+    ("probe 1-D", "probeGuess", lambda v: v[0], "2-D"),
+    ("probe 4-D", "probeGuess", lambda v: v[None, None], "2-D"),
+    ("probe integer", "probeGuess", lambda _: np.ones((N0, N0), np.int64), "int64"),
+    ("probe bool", "probeGuess", lambda _: np.ones((N0, N0), bool), "bool"),
+    ("probe NaN", "probeGuess", At((0, 1), np.nan), "NaN"),
+    ("probe zero", "probeGuess", lambda _: np.zeros((N0, N0), np.complex64), "zeros"),
+    ("probe zero modes", "probeGuess", lambda _: np.zeros((0, N0, N0), np.complex64), "mode"),
     (
         "probe modes of wrong size",
         "probeGuess",
-        lambda a: a.update(probeGuess=np.ones((2, N0 + 2, N0 + 2), np.complex64)),
+        lambda _: np.ones((2, N0 + 2, N0 + 2), np.complex64),
         f"({N0}, {N0})",
     ),
-    ("object 1-D", "objectGuess", lambda a: a.update(objectGuess=a["objectGuess"][0]), "2-D"),
-    ("object 3-D", "objectGuess", lambda a: a.update(objectGuess=a["objectGuess"][None]), "2-D"),
-    (
-        "object integer",
-        "objectGuess",
-        lambda a: a.update(objectGuess=np.ones((H0, W0), np.int16)),
-        "int16",
-    ),
-    ("object NaN", "objectGuess", lambda a: a["objectGuess"].__setitem__((3, 3), np.nan), "NaN"),
-    (
-        "object smaller than the scan",
-        "objectGuess",
-        lambda a: a.update(objectGuess=a["objectGuess"][:4, :4]),
-        "every scan position",
-    ),
+    ("object 1-D", "objectGuess", lambda v: v[0], "2-D"),
+    ("object 3-D", "objectGuess", lambda v: v[None], "2-D"),
+    ("object integer", "objectGuess", lambda _: np.ones((H0, W0), np.int16), "int16"),
+    ("object NaN", "objectGuess", At((3, 3), np.nan), "NaN"),
+    ("object smaller than the scan", "objectGuess", lambda v: v[:4, :4], "every scan position"),
     (
         "position right of the object",
         "objectGuess",
-        lambda a: a["xcoords"].__setitem__(0, W0 - 0.99),
+        Whole(lambda a: a["xcoords"].__setitem__(0, W0 - 0.99)),
         "every scan position",
     ),
     (
         "position above the object",
         "objectGuess",
-        lambda a: a["ycoords"].__setitem__(2, -0.01),
+        Whole(lambda a: a["ycoords"].__setitem__(2, -0.01)),
         "every scan position",
     ),
-    (
-        "scan_index float",
-        "scan_index",
-        lambda a: a.update(scan_index=a["scan_index"].astype(np.float64)),
-        "integers",
-    ),
-    (
-        "scan_index bool",
-        "scan_index",
-        lambda a: a.update(scan_index=a["scan_index"] > 0),
-        "integers",
-    ),
-    (
-        "scan_index length",
-        "scan_index",
-        lambda a: a.update(scan_index=a["scan_index"][1:]),
-        "entries",
-    ),
-    ("scan_index 2-D", "scan_index", lambda a: a.update(scan_index=a["scan_index"][None]), "1-D"),
+    ("scan_index float", "scan_index", lambda v: v.astype(np.float64), "integers"),
+    ("scan_index bool", "scan_index", lambda v: v > 0, "integers"),
+    ("scan_index length", "scan_index", lambda v: v[1:], "entries"),
+    ("scan_index 2-D", "scan_index", lambda v: v[None], "1-D"),
 ]
 
 
 @pytest.mark.parametrize(
-    ("what", "key", "mutate", "text"), BAD_CASES, ids=[c[0] for c in BAD_CASES]
+    ("what", "key", "change", "text"), BAD_CASES, ids=[c[0] for c in BAD_CASES]
 )
-def test_each_contract_violation_in_a_file_names_file_and_key(tmp_path, what, key, mutate, text):
+def test_each_contract_violation_in_a_file_names_file_and_key(tmp_path, what, key, change, text):
     arrays = valid_arrays()
-    mutate(arrays)
+    mutation(key, change)(arrays)
     message = load_error(write(tmp_path / "bad.npz", arrays), key)
     assert text in message, message
     assert "expected" in message and "found" in message
 
 
 @pytest.mark.parametrize(
-    ("what", "key", "mutate", "text"), BAD_CASES, ids=[c[0] for c in BAD_CASES]
+    ("what", "key", "change", "text"), BAD_CASES, ids=[c[0] for c in BAD_CASES]
 )
-def test_each_contract_violation_in_memory_names_source_and_key(what, key, mutate, text):
+def test_each_contract_violation_in_memory_names_source_and_key(what, key, change, text):
     arrays = valid_arrays()
-    mutate(arrays)
+    mutation(key, change)(arrays)
     with pytest.raises(DataContractError) as error:
         validate(as_data(arrays, source="my-run"))
     assert text in assert_contract_error(error, "my-run", key)

@@ -9,15 +9,11 @@ the backend, the distribution, the entry point, the cause and the fix.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import run_cli
 
-PTYCHO = shutil.which("ptycho", path=os.path.dirname(sys.executable)) or "ptycho"
 DIST = "ptycho-testbackends"
 pytestmark = pytest.mark.usefixtures("ptycho_test_distributions")
 
@@ -54,14 +50,10 @@ CASES = {
 }
 
 
-def ptycho(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([PTYCHO, *args], capture_output=True, text=True, timeout=300, check=False)
-
-
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_selecting_a_broken_registration_is_one_clear_line(name: str, tmp_path: Path) -> None:
     missing_data = tmp_path / "never-read.npz"
-    result = ptycho("train", str(missing_data), "--backend", name, "--output-dir", str(tmp_path))
+    result = run_cli("train", str(missing_data), "--backend", name, "--output-dir", str(tmp_path))
     assert result.returncode == 2, result
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
@@ -74,7 +66,7 @@ def test_selecting_a_broken_registration_is_one_clear_line(name: str, tmp_path: 
 
 def test_listing_reports_every_broken_registration_without_importing_it() -> None:
     listed: dict[str, list[dict]] = {}
-    for entry in json.loads(ptycho("backends", "--json").stdout):
+    for entry in json.loads(run_cli("backends", "--json").stdout):
         listed.setdefault(entry["name"], []).append(entry)
     assert listed["needs-missing"][0]["usable"] is False
     assert "Install it with" in listed["needs-missing"][0]["reason"]
@@ -84,7 +76,7 @@ def test_listing_reports_every_broken_registration_without_importing_it() -> Non
     # listing never imports implementations, so an import error is not visible ...
     assert listed["broken-import"][0]["usable"] is True
     # ... until --verify selects every backend that looks usable
-    verified = {e["name"]: e for e in json.loads(ptycho("backends", "--json", "--verify").stdout)}
+    verified = {e["name"]: e for e in json.loads(run_cli("backends", "--json", "--verify").stdout)}
     assert verified["broken-import"]["usable"] is False
     assert "fails at import on purpose" in verified["broken-import"]["reason"]
     assert verified["numpy-gain"]["usable"] is True

@@ -14,10 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import stat
-import subprocess
-import sys
 import textwrap
 import warnings
 import zipfile
@@ -26,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from cli_helpers import run_python
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -456,15 +454,8 @@ def test_files_declaring_more_than_the_limit_are_refused_before_allocation(
         build_zip([*kept, (PROBE_NAME, probe), (MANIFEST_NAME, json.dumps(manifest).encode())])
     )
     files.append(f"bundle={path}")
-    environment = {**os.environ, "PTYCHO_MAX_ARRAY_BYTES": str(128 * 1024**2)}
-    result = subprocess.run(
-        [sys.executable, "-c", MEMORY_SCRIPT, str(headroom), *files],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=120,
-        check=False,
-    )
+    limit = {"PTYCHO_MAX_ARRAY_BYTES": str(128 * 1024**2)}
+    result = run_python("-c", MEMORY_SCRIPT, str(headroom), *files, env=limit)
     assert result.returncode == 0, result.stderr
     outcome = dict(line.split(" ", 1)[::-1] for line in result.stdout.splitlines())
     expected = {

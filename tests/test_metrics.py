@@ -32,6 +32,13 @@ from ptycho_core.simulate import default_dataset
 
 NUMERIC = settings(max_examples=25, deadline=None)
 SLOW_NUMERIC = settings(max_examples=8, deadline=None)
+SEEDS = st.integers(0, 2**31)
+
+
+def shapes(rows: tuple[int, int], columns: tuple[int, int]) -> st.SearchStrategy[tuple[int, int]]:
+    """An image shape with rows and columns in the given inclusive ranges."""
+    return st.tuples(st.integers(*rows), st.integers(*columns))
+
 
 REQUIRED_KEYS = {
     "amplitude_ssim",
@@ -65,32 +72,26 @@ def _object(seed: int, shape: tuple[int, int] = (96, 96), sigma: float = 2.0) ->
 
 @NUMERIC
 @given(
-    h=st.integers(7, 40),
-    w=st.integers(7, 40),
+    shape=shapes((7, 40), (7, 40)),
     noise=st.floats(0.0, 2.0),
     data_range=st.floats(0.1, 10.0),
-    seed=st.integers(0, 2**31),
+    seed=SEEDS,
 )
-def test_ssim_matches_skimage(h, w, noise, data_range, seed):
+def test_ssim_matches_skimage(shape, noise, data_range, seed):
     rng = np.random.default_rng(seed)
-    a = rng.uniform(0, 1, (h, w))
-    b = a + noise * rng.standard_normal((h, w))
+    a = rng.uniform(0, 1, shape)
+    b = a + noise * rng.standard_normal(shape)
     want = structural_similarity(a, b, win_size=7, data_range=data_range)
     assert ssim(a, b, data_range) == pytest.approx(want, rel=1e-10, abs=1e-12)
 
 
 @NUMERIC
-@given(
-    h=st.integers(1, 30),
-    w=st.integers(2, 30),
-    noise=st.floats(1e-3, 2.0),
-    seed=st.integers(0, 2**31),
-)
-def test_psnr_matches_skimage_with_the_ground_truth_range(h, w, noise, seed):
+@given(shape=shapes((1, 30), (2, 30)), noise=st.floats(1e-3, 2.0), seed=SEEDS)
+def test_psnr_matches_skimage_with_the_ground_truth_range(shape, noise, seed):
     rng = np.random.default_rng(seed)
-    ref = rng.uniform(-1, 3, (h, w))
+    ref = rng.uniform(-1, 3, shape)
     ref.flat[0], ref.flat[-1] = -1.0, 3.0  # a known range of 4
-    test = ref + noise * rng.standard_normal((h, w))
+    test = ref + noise * rng.standard_normal(shape)
     want = peak_signal_noise_ratio(ref, test, data_range=4.0)
     assert psnr(ref, test) == pytest.approx(want, rel=1e-12)
     assert psnr(ref, test, data_range=2.0) == pytest.approx(want - 20 * np.log10(2), rel=1e-12)
@@ -139,7 +140,7 @@ def test_fourier_shift_moves_content_by_plus_dy_dx():
 @given(
     dy=st.floats(-4, 4),
     dx=st.floats(-4, 4),
-    seed=st.integers(0, 2**31),
+    seed=SEEDS,
 )
 def test_register_shift_recovers_a_known_sub_pixel_shift(dy, dx, seed):
     rng = np.random.default_rng(seed)
@@ -260,7 +261,7 @@ def test_evaluate_identical_is_perfect_and_json_safe():
     gy=st.floats(-6.0, 6.0),
     gx=st.floats(-6.0, 6.0),
     scale=st.floats(0.2, 5.0),
-    seed=st.integers(0, 2**31),
+    seed=SEEDS,
 )
 def test_evaluate_ignores_phase_offset_ramp_and_amplitude_scale(offset, gy, gx, scale, seed):
     # gy, gx: ramp cycles across the image; several cycles wrap arg() many times.
@@ -276,7 +277,7 @@ def test_evaluate_ignores_phase_offset_ramp_and_amplitude_scale(offset, gy, gx, 
 
 
 @SLOW_NUMERIC
-@given(dy=st.floats(-3.0, 3.0), dx=st.floats(-3.0, 3.0), seed=st.integers(0, 2**31))
+@given(dy=st.floats(-3.0, 3.0), dx=st.floats(-3.0, 3.0), seed=SEEDS)
 def test_evaluate_ignores_a_sub_pixel_shift_of_a_smooth_object(dy, dx, seed):
     obj = _object(seed, (96, 96), 2.0)
     r = evaluate(fourier_shift(obj, dy, dx), obj)
@@ -377,18 +378,17 @@ def test_phase_ssim_scores_a_flat_phase_low_where_upstreams_convention_does_not(
 
 @NUMERIC
 @given(
-    h=st.integers(20, 40),
-    w=st.integers(20, 40),
+    shape=shapes((20, 40), (20, 40)),
     phase_range=st.floats(0.05, 6.0),
     noise=st.floats(0.0, 2.0),
-    seed=st.integers(0, 2**31),
+    seed=SEEDS,
 )
-def test_phase_ssim_is_skimage_ssim_of_the_aligned_phases(h, w, phase_range, noise, seed):
+def test_phase_ssim_is_skimage_ssim_of_the_aligned_phases(shape, phase_range, noise, seed):
     rng = np.random.default_rng(seed)
-    amplitude = rng.uniform(0.5, 1.0, (h, w))
-    phase = phase_range * rng.uniform(-0.5, 0.5, (h, w))
+    amplitude = rng.uniform(0.5, 1.0, shape)
+    phase = phase_range * rng.uniform(-0.5, 0.5, shape)
     truth = amplitude * np.exp(1j * phase)
-    rec = amplitude * np.exp(1j * (phase + noise * rng.standard_normal((h, w))))
+    rec = amplitude * np.exp(1j * (phase + noise * rng.standard_normal(shape)))
     r = evaluate(rec, truth, max_shift=0.0)
     rec_a, gt_c = align(rec, truth, max_shift=0.0)
     phi_g = np.angle(gt_c)

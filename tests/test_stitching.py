@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -13,6 +11,14 @@ from ptycho_core.geometry import extract_patches
 from ptycho_core.stitching import WEIGHT_FLOOR, Stitched, merge_stitched, stitch_patches
 
 NUMERIC = settings(max_examples=25, deadline=None)
+SEEDS = st.integers(0, 2**31)
+
+
+def patch_and_crop(sizes: list[int], smallest: float) -> st.SearchStrategy[tuple[int, int]]:
+    """A patch size N from ``sizes`` and a crop size M with round(smallest·N) ≤ M ≤ N."""
+    return st.sampled_from(sizes).flatmap(
+        lambda N: st.tuples(st.just(N), st.integers(max(1, round(smallest * N)), N))
+    )
 
 
 def _complex_noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -82,15 +88,9 @@ def test_only_the_central_crop_is_used():
 
 
 @NUMERIC
-@given(
-    N=st.sampled_from([8, 12, 16]),
-    M_frac=st.floats(0.3, 1.0),
-    n=st.integers(1, 30),
-    seed=st.integers(0, 2**31),
-)
-def test_integer_positions_reproduce_the_object_exactly(N, M_frac, n, seed):
-    rng = np.random.default_rng(seed)
-    M = max(1, round(M_frac * N))
+@given(sizes=patch_and_crop([8, 12, 16], 0.3), n=st.integers(1, 30), seed=SEEDS)
+def test_integer_positions_reproduce_the_object_exactly(sizes, n, seed):
+    (N, M), rng = sizes, np.random.default_rng(seed)
     H, W = 40, 48
     obj = _complex_noise(rng, (H, W))
     # Patches may reach over the object edge: extraction fills zeros there, stitching clips.
@@ -110,7 +110,7 @@ def test_integer_positions_reproduce_the_object_exactly(N, M_frac, n, seed):
 @given(
     n=st.integers(1, 25),
     value=st.complex_numbers(max_magnitude=10, allow_nan=False, allow_infinity=False),
-    seed=st.integers(0, 2**31),
+    seed=SEEDS,
 )
 def test_sub_pixel_positions_reproduce_a_constant_object_exactly(n, value, seed):
     # Each stitched pixel is a weighted mean of samples; of a constant it is that constant.
@@ -129,7 +129,7 @@ def test_sub_pixel_positions_reproduce_a_constant_object_exactly(n, value, seed)
 @NUMERIC
 @given(
     coef=st.lists(st.floats(-2, 2), min_size=6, max_size=6),
-    seed=st.integers(0, 2**31),
+    seed=SEEDS,
 )
 def test_sub_pixel_positions_reproduce_an_affine_object_inside_all_crops(coef, seed):
     # Bilinear interpolation is exact for an affine object, and inside a crop the splat's
@@ -149,7 +149,7 @@ def test_sub_pixel_positions_reproduce_an_affine_object_inside_all_crops(coef, s
 
 
 @NUMERIC
-@given(n=st.integers(2, 40), seed=st.integers(0, 2**31))
+@given(n=st.integers(2, 40), seed=SEEDS)
 def test_sub_pixel_stitch_stays_within_the_local_object_values(n, seed):
     # Every contributing sample is a bilinear mix of object pixels within 1 px of the
     # stitched pixel, so |stitched − object| ≤ max over the 3×3 neighbourhood of
@@ -176,16 +176,10 @@ def test_sub_pixel_stitch_stays_within_the_local_object_values(n, seed):
 
 
 @NUMERIC
-@given(
-    N=st.sampled_from([8, 13, 16]),
-    M_frac=st.floats(0.2, 1.0),
-    n=st.integers(1, 20),
-    seed=st.integers(0, 2**31),
-)
-def test_stitching_is_the_adjoint_of_extraction(N, M_frac, n, seed):
+@given(sizes=patch_and_crop([8, 13, 16], 0.2), n=st.integers(1, 20), seed=SEEDS)
+def test_stitching_is_the_adjoint_of_extraction(sizes, n, seed):
     # <E img, P> = <img, E* P> with E = crop ∘ extract_patches and E* P = image · weight.
-    rng = np.random.default_rng(seed)
-    M = max(1, round(M_frac * N))
+    (N, M), rng = sizes, np.random.default_rng(seed)
     H, W = 30, 36
     img = _complex_noise(rng, (H, W))
     x = rng.uniform(-8, W + 8, n)
@@ -203,7 +197,7 @@ def test_stitching_is_the_adjoint_of_extraction(N, M_frac, n, seed):
 
 
 @NUMERIC
-@given(n=st.integers(1, 20), seed=st.integers(0, 2**31))
+@given(n=st.integers(1, 20), seed=SEEDS)
 def test_bounding_box_canvas_is_a_window_of_the_object_frame(n, seed):
     rng = np.random.default_rng(seed)
     N, M = 16, 9
@@ -278,22 +272,6 @@ def test_rejects_bad_input(kwargs, match):
     patches, x, y = args.pop("patches"), args.pop("x"), args.pop("y")
     with pytest.raises(ValueError, match=match):
         stitch_patches(patches, x, y, **args)
-
-
-def test_throughput_is_vectorised():
-    # Guard against a per-patch Python loop: the requirement is ≥ 20,000 patches/s for
-    # N = 64, M = 20 on one core (measured ≈ 60,000/s); a loose floor keeps this robust
-    # on a shared machine.
-    rng = np.random.default_rng(0)
-    B, N = 4000, 64
-    P = (rng.standard_normal((B, N, N)) + 1j * rng.standard_normal((B, N, N))).astype(np.complex64)
-    x, y = rng.uniform(40, 300, B), rng.uniform(40, 300, B)
-    best = np.inf
-    for _ in range(3):
-        t0 = time.perf_counter()
-        stitch_patches(P, x, y, M=20)
-        best = min(best, time.perf_counter() - t0)
-    assert B / best > 8000, f"{B / best:.0f} patches/s"
 
 
 @settings(max_examples=60, deadline=None)

@@ -10,3 +10,12 @@ import pytest
 
 pytest.importorskip("tensorflow")
 pytest.importorskip("keras")
+
+from framework_suites.fixtures import small_model, small_training, test_set, train_set  # noqa: F401
+from framework_suites.tf_framework import TENSORFLOW, TensorFlowFramework
+
+
+@pytest.fixture(scope="session")
+def fw() -> TensorFlowFramework:
+    """The framework adapter of the shared suites (framework_suites/)."""
+    return TENSORFLOW

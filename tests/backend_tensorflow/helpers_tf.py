@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from backend_helpers import Recorder, hooks_for
 from backend_helpers import small_config as shared_small_config
 
@@ -17,7 +16,6 @@ from ptycho_core.protocol import TrainedModel
 __all__ = [
     "Recorder",
     "hooks_for",
-    "random_batch",
     "small_config",
     "subprocess_env",
     "untrained_model",
@@ -56,14 +54,6 @@ def untrained_model(config: TrainingConfig | None = None, *, seed: int = 0) -> T
         history={"loss": [1.0]},
         extra={"output_gain": network.output_gain},
     )
-
-
-def random_batch(B: int, N: int, C: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised-looking diffraction (B, N, N, C) and coords_relative (B, 1, 2, C)."""
-    rng = np.random.default_rng(seed)
-    diffraction = rng.random((B, N, N, C), dtype=np.float32)
-    coords = (rng.random((B, 1, 2, C), dtype=np.float32) - 0.5) * (8.0 if C > 1 else 0.0)
-    return diffraction, coords.astype(np.float32)
 
 
 def subprocess_env() -> dict[str, str]:

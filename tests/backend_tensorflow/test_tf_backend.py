@@ -1,11 +1,9 @@
-"""TensorFlowBackend end to end: train → save → load → infer, and every bad input."""
+"""TensorFlowBackend: the shared backend suite, and its refusals of bad bundles."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
-import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -13,16 +11,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from helpers_tf import Recorder, hooks_for, small_config, untrained_model
+from framework_suites.backend import BackendSuite
+from helpers_tf import hooks_for, small_config, untrained_model
 
-from ptycho_core.bundle import read_manifest, write_bundle
+from ptycho_core.bundle import write_bundle
 from ptycho_core.config import InferenceConfig, ModelConfig
-from ptycho_core.errors import BackendMismatchError, BundleError, DataContractError
-from ptycho_core.grouping import GroupedData
-from ptycho_core.protocol import ReconstructionBackend, TrainedModel
-from ptycho_core.results import load_reconstruction, save_reconstruction
+from ptycho_core.errors import BackendMismatchError, BundleError
+from ptycho_core.protocol import TrainedModel
 from ptycho_core.simulate import default_dataset
-from ptycho_core.workflows import prepare_inference_data, prepare_training_data, reconstruct
+from ptycho_core.workflows import prepare_inference_data, prepare_training_data
 from ptycho_tf._keras import keras_numpy_copy_warning_ignored
 from ptycho_tf.backend import TensorFlowBackend
 from ptycho_tf.persistence import WEIGHTS_NAME
@@ -30,55 +27,8 @@ from ptycho_tf.persistence import WEIGHTS_NAME
 BACKEND = TensorFlowBackend()
 
 
-def test_the_backend_satisfies_the_protocol() -> None:
-    assert isinstance(BACKEND, ReconstructionBackend)
-    assert BACKEND.name == "tensorflow"
-
-
-def test_train_save_load_infer_within_90_seconds(tmp_path: Path) -> None:
-    """End to end: train, save, load, infer; reloaded predictions equal the trained ones exactly."""
-    start = time.perf_counter()
-    train = default_dataset("train")
-    test = default_dataset("test", n_positions=96)
-    config = small_config(nepochs=2, n_groups=64, validation_split=0.125)
-    model = BACKEND.train(prepare_training_data(train, config), config, hooks=hooks_for())
-    path = tmp_path / "model.ptycho"
-    BACKEND.save(model, path)
-    loaded = BACKEND.load(path)
-
-    inference = InferenceConfig(batch_size=40, accelerator="cpu")
-    groups = prepare_inference_data(test, model, inference)
-    recorder = Recorder()
-    original = BACKEND.infer(model, groups, inference, hooks=hooks_for(recorder))
-    reloaded = BACKEND.infer(loaded, groups, inference, hooks=hooks_for())
-    assert original.dtype == np.complex64 and original.shape == (96, 64, 64, 1)
-    assert np.array_equal(original, reloaded)  # bit for bit
-    assert np.all(np.isfinite(original.view(np.float32)))
-    assert recorder.named("infer_progress") == [
-        {"done": 40, "total": 96},
-        {"done": 80, "total": 96},
-        {"done": 96, "total": 96},
-    ]
-
-    result = reconstruct(loaded, test, inference, hooks=hooks_for(), backend=BACKEND)
-    assert result.backend == "tensorflow" and result.n_groups == 96
-    saved = save_reconstruction(
-        result.stitched, tmp_path / "reconstruction.npz", backend=result.backend
-    )
-    stitched = load_reconstruction(saved)
-    assert np.all(np.isfinite(stitched.image)) and stitched.covered.any()
-
-    manifest = read_manifest(path)
-    assert manifest["backend"] == "tensorflow" and set(manifest["payload"]) == {WEIGHTS_NAME}
-    assert set(manifest["framework"]) == {"tensorflow", "keras"}
-    assert manifest["extra"]["output_gain"] == pytest.approx(model.network.output_gain)
-    assert (
-        manifest["extra"]["parameters"] == 585_245
-    )  # N 64, gridsize 1, n_filters_scale 1: 585,244 + the gain
-    assert manifest["history"] == json.loads(json.dumps(model.history))
-    assert loaded.history == model.history and loaded.config == model.config
-    assert np.array_equal(loaded.probe, model.probe)
-    assert time.perf_counter() - start < 90
+class TestBackend(BackendSuite):
+    """The shared backend suite (framework_suites/backend.py) on TensorFlow."""
 
 
 @pytest.fixture(scope="module")
@@ -91,64 +41,6 @@ def saved(model: TrainedModel, tmp_path_factory: pytest.TempPathFactory) -> Path
     path = tmp_path_factory.mktemp("tf-bundle") / "model.ptycho"
     BACKEND.save(model, path)
     return path
-
-
-def _groups(B: int, N: int, C: int) -> GroupedData:
-    rng = np.random.default_rng(0)
-    return GroupedData(
-        diffraction=rng.random((B, N, N, C), dtype=np.float32),
-        coords_relative=np.zeros((B, 1, 2, C), np.float32),
-        coords_offsets=np.zeros((B, 1, 2, 1)),
-        nn_indices=np.zeros((B, C), np.int64),
-        normalisation=1.0,
-    )
-
-
-def test_infer_refuses_data_of_another_size(model: TrainedModel) -> None:
-    config = InferenceConfig()
-    with pytest.raises(
-        DataContractError,
-        match=r"expected shape \(B, 64, 64, 1\) for the model's N=64.*found \(2, 128, 128, 1\)",
-    ):
-        BACKEND.infer(model, _groups(2, 128, 1), config, hooks=hooks_for())
-    with pytest.raises(
-        DataContractError, match=r"expected 1 channels \(the model's gridsize 1\), found 4"
-    ):
-        BACKEND.infer(model, _groups(2, 64, 4), config, hooks=hooks_for())
-    foreign = dataclasses.replace(model, backend="pytorch")
-    with pytest.raises(
-        BackendMismatchError, match="trained by backend 'pytorch'; backend 'tensorflow'"
-    ):
-        BACKEND.infer(foreign, _groups(2, 64, 1), config, hooks=hooks_for())
-    with pytest.raises(ValueError, match="infers on one device"):
-        BACKEND.infer(model, _groups(2, 64, 1), InferenceConfig(devices=2), hooks=hooks_for())
-
-
-def test_forward_equals_infer(model: TrainedModel) -> None:
-    groups = _groups(5, 64, 1)
-    bare = BACKEND.forward(model, groups.diffraction, groups.coords_relative, accelerator="cpu")
-    whole = BACKEND.infer(
-        model, groups, InferenceConfig(batch_size=5, accelerator="cpu"), hooks=hooks_for()
-    )
-    assert np.array_equal(bare, whole)  # the same compiled function on the same batch
-    batched = BACKEND.infer(
-        model, groups, InferenceConfig(batch_size=2, accelerator="cpu"), hooks=hooks_for()
-    )
-    # other batch sizes may pick other oneDNN kernels: equal to float32 round-off, which
-    # accumulates through the ~20 layers to a few 1e-6 of the largest value
-    np.testing.assert_allclose(batched, bare, rtol=1e-5, atol=1e-5 * float(np.abs(bare).max()))
-
-
-def test_bfloat16_inference_is_close_to_float32(model: TrainedModel) -> None:
-    groups = _groups(4, 64, 1)
-    exact = BACKEND.infer(model, groups, InferenceConfig(accelerator="cpu"), hooks=hooks_for())
-    fast = BACKEND.infer(
-        model, groups, InferenceConfig(precision="bf16-mixed", accelerator="cpu"), hooks=hooks_for()
-    )
-    centre = (slice(None), slice(16, 48), slice(16, 48))
-    scale = float(np.abs(exact[centre]).max())
-    assert fast.dtype == np.complex64 and not np.array_equal(fast, exact)
-    np.testing.assert_allclose(fast[centre], exact[centre], atol=0.05 * scale)
 
 
 def test_save_refuses_foreign_and_diverged_models_writing_nothing(

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers_tf import hooks_for, random_batch, small_config, untrained_model
+from framework_suites.model import random_batch
+from helpers_tf import hooks_for, small_config, untrained_model
 
 from ptycho_core.bundle import read_manifest
 from ptycho_core.config import ModelConfig

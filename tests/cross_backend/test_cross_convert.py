@@ -7,6 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from framework_suites.framework import Framework
+from framework_suites.model import random_batch
+from framework_suites.tf_framework import TENSORFLOW as TENSORFLOW_FW
+from framework_suites.torch_framework import TORCH as TORCH_FW
 
 from ptycho_core.bundle import read_manifest
 from ptycho_core.config import InferenceConfig, ModelConfig, TrainingConfig
@@ -17,9 +21,7 @@ from ptycho_core.protocol import TrainedModel
 from ptycho_core.simulate import default_dataset
 from ptycho_core.workflows import prepare_inference_data, prepare_training_data
 from ptycho_tf.backend import TensorFlowBackend
-from ptycho_tf.training import build_network as build_tf
 from ptycho_torch.backend import TorchBackend
-from ptycho_torch.training import build_network as build_torch
 
 TF, TORCH = TensorFlowBackend(), TorchBackend()
 S0 = 988.0
@@ -40,42 +42,20 @@ def _probe(N: int = 64) -> np.ndarray:
     return normalize_probe(focused_probe(N), 4.0)
 
 
-def _tf_model(model: ModelConfig, seed: int = 3, **config) -> TrainedModel:
-    training = TrainingConfig(model=model, backend="tensorflow", **config)
-    network = build_tf(
-        model, _probe(model.N), S0, probe_trainable=training.probe_trainable, seed=seed
+def _model(fw: Framework, model: ModelConfig, log_gain: float, **config) -> TrainedModel:
+    """An untrained model of ``fw`` with a trained-looking gain, so the gain is compared too."""
+    training = TrainingConfig(model=model, backend=fw.name, **config)
+    network = fw.build_network(
+        model, _probe(model.N), S0, probe_trainable=training.probe_trainable, seed=3
     )
-    network.log_gain.assign(0.3)  # a trained-looking gain, so the gain is compared too
+    fw.set_log_gain(network, log_gain)
     return TrainedModel(
-        backend="tensorflow",
-        config=training,
-        probe=_probe(model.N),
-        intensity_scale=S0,
-        network=network,
+        backend=fw.name, config=training, probe=_probe(model.N), intensity_scale=S0, network=network
     )
 
 
-def _torch_model(model: ModelConfig, seed: int = 3, **config) -> TrainedModel:
-    training = TrainingConfig(model=model, backend="pytorch", **config)
-    torch.manual_seed(seed)
-    network = build_torch(model, _probe(model.N), S0, probe_trainable=training.probe_trainable)
-    with torch.no_grad():
-        network.log_gain.fill_(-0.2)
-    return TrainedModel(
-        backend="pytorch",
-        config=training,
-        probe=_probe(model.N),
-        intensity_scale=S0,
-        network=network,
-    )
-
-
-def _batch(model: ModelConfig, B: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    C = model.channels
-    x = rng.random((B, model.N, model.N, C), dtype=np.float32)
-    coords = ((rng.random((B, 1, 2, C)) - 0.5) * (8.0 if C > 1 else 0.0)).astype(np.float32)
-    return x, coords
+def _batch(model: ModelConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    return random_batch(4, model.N, model.channels, seed=seed)
 
 
 def _assert_same_object(found: np.ndarray, expected: np.ndarray) -> None:
@@ -86,51 +66,39 @@ def _assert_same_object(found: np.ndarray, expected: np.ndarray) -> None:
     )
 
 
-def _tf_amplitude(model: TrainedModel, x: np.ndarray, coords: np.ndarray) -> np.ndarray:
-    return model.network((x, coords)).numpy()
+def _assert_same_amplitude(found: np.ndarray, expected: np.ndarray) -> None:
+    """The training path agrees too: physics and gain."""
+    np.testing.assert_allclose(found, expected, rtol=1e-4, atol=1e-4 * expected.max())
 
 
-def _torch_amplitude(model: TrainedModel, x: np.ndarray, coords: np.ndarray) -> np.ndarray:
-    with torch.no_grad():
-        out = model.network(torch.from_numpy(x).permute(0, 3, 1, 2), torch.from_numpy(coords))
-    return out.amplitude.permute(0, 2, 3, 1).numpy()
+DIRECTIONS = {  # source, target, the source's log gain
+    "tensorflow-to-pytorch": (TENSORFLOW_FW, TORCH_FW, 0.3),
+    "pytorch-to-tensorflow": (TORCH_FW, TENSORFLOW_FW, -0.2),
+}
 
 
+@pytest.mark.parametrize("direction", sorted(DIRECTIONS))
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_tensorflow_weights_run_in_torch(name: str) -> None:
-    source = _tf_model(CONFIGS[name])
-    converted = convert_model(source, TF, TORCH)
-    assert converted.backend == "pytorch" and converted.config.backend == "pytorch"
-    assert converted.extra["output_gain"] == pytest.approx(np.exp(0.3), rel=1e-6)
-    x, coords = _batch(CONFIGS[name])
+def test_converted_weights_compute_the_same_function(direction: str, name: str) -> None:
+    source_fw, target_fw, log_gain = DIRECTIONS[direction]
+    source_backend, target_backend = source_fw.backend(), target_fw.backend()
+    source = _model(source_fw, CONFIGS[name], log_gain)
+    converted = convert_model(source, source_backend, target_backend)
+    assert converted.backend == converted.config.backend == target_fw.name
+    assert converted.extra["output_gain"] == pytest.approx(np.exp(log_gain), rel=1e-6)
+    x, coords = _batch(CONFIGS[name], seed=0)
     _assert_same_object(
-        TORCH.forward(converted, x, coords, accelerator="cpu"),
-        TF.forward(source, x, coords, accelerator="cpu"),
+        target_backend.forward(converted, x, coords, accelerator="cpu"),
+        source_backend.forward(source, x, coords, accelerator="cpu"),
     )
-    expected = _tf_amplitude(source, x, coords)  # the training path: physics and gain too
-    np.testing.assert_allclose(
-        _torch_amplitude(converted, x, coords), expected, rtol=1e-4, atol=1e-4 * expected.max()
-    )
-
-
-@pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_torch_weights_run_in_tensorflow(name: str) -> None:
-    source = _torch_model(CONFIGS[name])
-    converted = convert_model(source, TORCH, TF)
-    assert converted.backend == "tensorflow"
-    x, coords = _batch(CONFIGS[name], seed=1)
-    _assert_same_object(
-        TF.forward(converted, x, coords, accelerator="cpu"),
-        TORCH.forward(source, x, coords, accelerator="cpu"),
-    )
-    expected = _torch_amplitude(source, x, coords)
-    np.testing.assert_allclose(
-        _tf_amplitude(converted, x, coords), expected, rtol=1e-4, atol=1e-4 * expected.max()
+    _assert_same_amplitude(
+        target_fw.amplitude(converted.network, x, coords),
+        source_fw.amplitude(source.network, x, coords),
     )
 
 
 def test_trainable_probe_converts_both_ways() -> None:
-    source = _torch_model(CONFIGS["gs1"], probe_trainable=True)
+    source = _model(TORCH_FW, CONFIGS["gs1"], -0.2, probe_trainable=True)
     with torch.no_grad():
         source.network.probe.mul_(torch.tensor(0.9 + 0.1j, dtype=torch.complex64))
     there = convert_model(source, TORCH, TF)
@@ -140,14 +108,14 @@ def test_trainable_probe_converts_both_ways() -> None:
         back.network.probe.detach().numpy(), source.network.probe.detach().numpy()
     )
     x, coords = _batch(CONFIGS["gs1"], seed=2)
-    expected = _torch_amplitude(source, x, coords)
-    np.testing.assert_allclose(
-        _tf_amplitude(there, x, coords), expected, rtol=1e-4, atol=1e-4 * expected.max()
+    _assert_same_amplitude(
+        TENSORFLOW_FW.amplitude(there.network, x, coords),
+        TORCH_FW.amplitude(source.network, x, coords),
     )
 
 
 def test_mismatched_architectures_name_the_array() -> None:
-    source = _tf_model(CONFIGS["gs1"])
+    source = _model(TENSORFLOW_FW, CONFIGS["gs1"], 0.3)
     other = TrainedModel(
         backend="tensorflow",
         config=source.config.replace(model=ModelConfig(N=64, probe_big=False)),
@@ -171,16 +139,7 @@ def test_mismatched_architectures_name_the_array() -> None:
 
 def test_convert_bundles_both_ways_after_training(tmp_path: Path) -> None:
     """A trained bundle converted torch → tf → torch: same predictions on the same groups."""
-    config = TrainingConfig(
-        model=ModelConfig(N=64),
-        backend="pytorch",
-        nepochs=1,
-        batch_size=16,
-        n_groups=32,
-        validation_split=0.25,
-        accelerator="cpu",
-        seed=3,
-    )
+    config = TORCH_FW.small_config()
     hooks = make_plugin_manager(load_entry_points=False).hook
     trained = TORCH.train(
         prepare_training_data(default_dataset("train", n_positions=64), config), config, hooks=hooks

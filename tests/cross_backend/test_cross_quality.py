@@ -11,8 +11,11 @@ the numbers are reported as test properties (``pytest -rA`` or the JUnit XML).
 from __future__ import annotations
 
 import pytest
+from framework_suites.framework import Framework
+from framework_suites.tf_framework import TENSORFLOW
+from framework_suites.torch_framework import TORCH
 
-from ptycho_core.config import InferenceConfig, ModelConfig, TrainingConfig
+from ptycho_core.config import InferenceConfig, ModelConfig
 from ptycho_core.hooks import make_plugin_manager
 from ptycho_core.protocol import TrainedModel
 from ptycho_core.results import evaluate_stitched
@@ -23,37 +26,20 @@ MODEL = ModelConfig(N=64, gridsize=1, n_filters_scale=1, object_big=False)
 REFINE_EPOCHS = 4
 
 
-def _backend(name: str):
-    if name == "tensorflow":
-        from ptycho_tf.backend import TensorFlowBackend
-        from ptycho_tf.training import build_network
-
-        return TensorFlowBackend(), build_network
-    from ptycho_torch.backend import TorchBackend
-    from ptycho_torch.training import build_network
-
-    return TorchBackend(), build_network
-
-
 @pytest.fixture(scope="module")
 def datasets():
     return default_dataset("train"), default_dataset("test")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["tensorflow", "pytorch"])
-def test_training_clearly_beats_an_untrained_model(name: str, datasets, record_property) -> None:
+@pytest.mark.parametrize("fw", [TENSORFLOW, TORCH], ids=["tensorflow", "pytorch"])
+def test_training_clearly_beats_an_untrained_model(
+    fw: Framework, datasets, record_property
+) -> None:
     train, test = datasets
-    backend, build_network = _backend(name)
-    config = TrainingConfig(
-        model=MODEL,
-        backend=name,
-        nepochs=12,
-        batch_size=16,
-        n_groups=256,
-        lr_warmup_steps=32,
-        accelerator="cpu",
-        seed=3,
+    name, backend = fw.name, fw.backend()
+    config = fw.small_config(
+        model=MODEL, nepochs=12, n_groups=256, lr_warmup_steps=32, validation_split=0.05
     )
     hooks = make_plugin_manager(load_entry_points=False).hook
     data = prepare_training_data(train, config)
@@ -63,7 +49,7 @@ def test_training_clearly_beats_an_untrained_model(name: str, datasets, record_p
         config=config,
         probe=data.probe,
         intensity_scale=data.intensity_scale,
-        network=build_network(MODEL, data.probe, data.intensity_scale),
+        network=fw.build_network(MODEL, data.probe, data.intensity_scale),
     )
     inference = InferenceConfig(backend=name, accelerator="cpu")
     scores = {}

@@ -2,53 +2,25 @@
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 import pytest
-from lightning.pytorch.callbacks import Callback
+from framework_suites.framework import Framework
+from framework_suites.tf_framework import TENSORFLOW
+from framework_suites.torch_framework import TORCH
 
-from ptycho_core.config import ModelConfig, TrainingConfig
+from ptycho_core.config import TrainingConfig
 from ptycho_core.hooks import make_plugin_manager
 from ptycho_core.schedule import LearningRateSchedule
 from ptycho_core.simulate import default_dataset
 from ptycho_core.workflows import prepare_training_data
-from ptycho_tf import training as tf_training
-from ptycho_torch import training as torch_training
 
 STEPS = 9  # 3 epochs of 24 training groups in batches of 8
 
 
-class TorchRates(Callback):
-    """The rate of every optimiser step, read just before the step."""
-
-    def __init__(self) -> None:
-        self.rates: list[float] = []
-
-    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        self.rates.append(optimizer.param_groups[0]["lr"])
-
-
-class KerasRates(keras.callbacks.Callback):
-    """The rate of every optimiser step, read right after the step."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.rates: list[float] = []
-
-    def on_train_batch_end(self, batch: int, logs=None) -> None:
-        self.rates.append(float(self.model.optimizer.learning_rate.numpy()))
-
-
-def _config(backend: str, schedule: str) -> TrainingConfig:
+def _config(fw: Framework, schedule: str) -> TrainingConfig:
     values = {
-        "model": ModelConfig(N=64, gridsize=1),
-        "backend": backend,
         "nepochs": 3,
         "batch_size": 8,
-        "n_groups": 32,
-        "validation_split": 0.25,
-        "accelerator": "cpu",
-        "seed": 3,
         "lr_schedule": schedule,
         "lr_warmup_steps": 4,
         "early_stop_patience": 5,
@@ -65,7 +37,7 @@ def _config(backend: str, schedule: str) -> TrainingConfig:
             lr_plateau_factor=0.5,
             lr_plateau_patience=1,
         )
-    return TrainingConfig(**values)
+    return fw.small_config(**values)
 
 
 @pytest.fixture(scope="module")
@@ -76,11 +48,10 @@ def dataset():
 @pytest.mark.parametrize("schedule", ["cosine", "plateau"])
 def test_both_backends_step_with_the_same_rates(dataset, schedule: str) -> None:
     hooks = make_plugin_manager(load_entry_points=False).hook
-    torch_config, tf_config = _config("pytorch", schedule), _config("tensorflow", schedule)
+    torch_config, tf_config = _config(TORCH, schedule), _config(TENSORFLOW, schedule)
     data = prepare_training_data(dataset, torch_config)
-    torch_rates, keras_rates = TorchRates(), KerasRates()
-    _, torch_history = torch_training.fit(data, torch_config, hooks, callbacks=[torch_rates])
-    _, tf_history = tf_training.fit(data, tf_config, hooks, callbacks=[keras_rates])
+    _, torch_history, torch_rates, _ = TORCH.fit_recording_rates(data, torch_config, hooks)
+    _, tf_history, keras_rates, _ = TENSORFLOW.fit_recording_rates(data, tf_config, hooks)
     assert len(torch_history["val_loss"]) == len(tf_history["val_loss"]) == 3
     # the rates of the shared schedule, replayed with a stalling loss for 'plateau'
     reference = LearningRateSchedule(torch_config, STEPS)
@@ -92,5 +63,5 @@ def test_both_backends_step_with_the_same_rates(dataset, schedule: str) -> None:
         assert expected[3] == 2e-3 and expected[-1] == 1e-4
     else:
         assert expected[-3:] == [5e-10] * 3  # one cut, after epoch 1
-    assert torch_rates.rates == expected
-    np.testing.assert_allclose(keras_rates.rates, expected, rtol=1e-7)  # a float32 variable
+    assert torch_rates == expected
+    np.testing.assert_allclose(keras_rates, expected, rtol=1e-7)  # a float32 variable

@@ -26,6 +26,19 @@ from ptycho_ptychodus.settings import (
 KEYS = {"ptycho_pinn", "ptycho_supervised"}
 
 
+def data_facts(**changes: object) -> dict[str, object]:
+    """What the reconstructor passes ``training_config`` about the data (changed by ``changes``)."""
+    facts = dict(
+        N=64,
+        model_type="pinn",
+        n_positions=100,
+        data_photons=1.0,
+        train_data_file="t",
+        output_dir="o",
+    )
+    return {**facts, **changes}
+
+
 def _keys(core) -> set[str]:
     return set(core.processing_core.processing_api.available_reconstructors())
 
@@ -121,12 +134,9 @@ def test_setting_defaults_are_ptychos_defaults(model_core) -> None:
     )
     settings = ptycho_reconstructor(core).settings
     built = settings.training_config(
-        N=64,
-        model_type="pinn",
-        n_positions=10_000,
-        data_photons=1e9,
-        train_data_file="t.npz",
-        output_dir="out",
+        **data_facts(
+            n_positions=10_000, data_photons=1e9, train_data_file="t.npz", output_dir="out"
+        )
     )
     expected = TrainingConfig(train_data_file="t.npz", output_dir="out")
     assert built == expected
@@ -142,12 +152,7 @@ def test_a_settings_file_sets_the_configs(model_core, tmp_path) -> None:
     core = model_core(settings_file)
     settings = ptycho_reconstructor(core, "ptycho_supervised").settings
     config = settings.training_config(
-        N=128,
-        model_type="supervised",
-        n_positions=500,
-        data_photons=123.0,
-        train_data_file="t.npz",
-        output_dir="out",
+        **data_facts(N=128, model_type="supervised", n_positions=500, data_photons=123.0)
     )
     assert (config.backend, config.nepochs, config.batch_size, config.nphotons) == (
         "pytorch",
@@ -169,14 +174,7 @@ def test_a_settings_file_sets_the_configs(model_core, tmp_path) -> None:
 def test_photons_come_from_the_data_unless_told_otherwise(model_core) -> None:
     core = model_core()
     settings = ptycho_reconstructor(core).settings
-    arguments = dict(
-        N=64,
-        model_type="pinn",
-        n_positions=100,
-        data_photons=4.5e6,
-        train_data_file="t",
-        output_dir="o",
-    )
+    arguments = data_facts(data_photons=4.5e6)
     assert settings.training_config(**arguments).nphotons == 4.5e6
     assert settings.training_config(**arguments).n_groups is None  # 512 > 100 positions
     set_settings(core, PhotonsFromData=False)
@@ -190,14 +188,7 @@ def test_an_invalid_setting_is_reported_by_its_setting_name(model_core) -> None:
     with pytest.raises(
         ValueError, match=r"\[Ptycho\] BatchSize: expected a power of two in \[1, 65536\], found 12"
     ):
-        settings.training_config(
-            N=64,
-            model_type="pinn",
-            n_positions=100,
-            data_photons=1.0,
-            train_data_file="t",
-            output_dir="o",
-        )
+        settings.training_config(**data_facts())
     set_settings(core, BatchSize=16, AmpActivation="tanh")
     with pytest.raises(ValueError, match=r"\[Ptycho\] AmpActivation: expected one of"):
         settings.model_config(N=64, model_type="pinn")
