@@ -8,6 +8,8 @@ from framework_suites.tf_framework import TENSORFLOW
 from framework_suites.torch_framework import TORCH
 
 from ptycho_core import physics as core_physics
+from ptycho_tf import physics as tf_physics
+from ptycho_torch import physics as torch_physics
 
 
 def _assert_close(found: np.ndarray, expected: np.ndarray, rtol: float) -> None:
