@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 PTYCHO = shutil.which("ptycho", path=os.path.dirname(sys.executable)) or "ptycho"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def run_cli(
@@ -25,6 +26,15 @@ def run_cli(
         timeout=300,
         check=False,
     )
+
+
+def import_path_env() -> dict[str, str]:
+    """Environment for a child Python that imports what this one does: the repository, then
+    this interpreter's ``sys.path``; TensorFlow's C++ logs quiet unless a level is chosen."""
+    return {
+        "PYTHONPATH": os.pathsep.join([str(REPO), *[p for p in sys.path if p]]),
+        "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+    }
 
 
 def run_python(

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from backend_helpers import Recorder, hooks_for
-from backend_helpers import small_config as shared_small_config
-
-from ptycho_core.config import TrainingConfig
+from framework_suites.torch_framework import TORCH
 
 __all__ = ["Recorder", "hooks_for", "small_config"]
 
-
-def small_config(**changes: Any) -> TrainingConfig:
-    """A fast N=64 pytorch training config (CPU, few groups, one epoch)."""
-    return shared_small_config(**{"backend": "pytorch", **changes})
+small_config = TORCH.small_config
+"""A fast N=64 pytorch training config (CPU, few groups, one epoch)."""

@@ -7,11 +7,10 @@ import pytest
 import torch
 from framework_suites.torch_framework import TORCH
 from framework_suites.training import TrainingSuite, train
+from helpers_torch import small_config
 
 from ptycho_core.protocol import TrainingData
 from ptycho_torch import training
-
-small_config = TORCH.small_config
 
 
 class TestTraining(TrainingSuite):

@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
-from typing import Any
-
 from backend_helpers import Recorder, hooks_for
-from backend_helpers import small_config as shared_small_config
+from framework_suites.tf_framework import TENSORFLOW
 
 from ptycho_core.config import TrainingConfig
 from ptycho_core.protocol import TrainedModel
@@ -17,16 +12,12 @@ __all__ = [
     "Recorder",
     "hooks_for",
     "small_config",
-    "subprocess_env",
     "untrained_model",
 ]
 
-REPO = Path(__file__).resolve().parents[2]
 
-
-def small_config(**changes: Any) -> TrainingConfig:
-    """A fast N=64 tensorflow training config (CPU, few groups, one epoch)."""
-    return shared_small_config(**{"backend": "tensorflow", **changes})
+small_config = TENSORFLOW.small_config
+"""A fast N=64 tensorflow training config (CPU, few groups, one epoch)."""
 
 
 def untrained_model(config: TrainingConfig | None = None, *, seed: int = 0) -> TrainedModel:
@@ -54,12 +45,3 @@ def untrained_model(config: TrainingConfig | None = None, *, seed: int = 0) -> T
         history={"loss": [1.0]},
         extra={"output_gain": network.output_gain},
     )
-
-
-def subprocess_env() -> dict[str, str]:
-    """The environment for child Pythons: this interpreter's import path, quiet TensorFlow."""
-    env = dict(os.environ)
-    paths = [str(REPO), *[p for p in sys.path if p]]
-    env["PYTHONPATH"] = os.pathsep.join(paths)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return env

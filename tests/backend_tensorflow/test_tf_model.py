@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from cli_helpers import run_python
+from cli_helpers import import_path_env, run_python
 from framework_suites.model import ModelSuite, random_batch
 from framework_suites.tf_framework import TENSORFLOW
-from helpers_tf import subprocess_env
 
 from ptycho_core.config import ModelConfig
 from ptycho_tf._keras import keras, tf
@@ -79,8 +78,7 @@ def test_keras_on_another_framework_is_refused(framework: str) -> None:
     """A stray KERAS_BACKEND must fail loudly, whether Keras then imports or not."""
     if framework == "torch":
         pytest.importorskip("torch")  # Keras on torch imports only where torch is installed
-    env = subprocess_env()
-    env["KERAS_BACKEND"] = framework
+    env = {**import_path_env(), "KERAS_BACKEND": framework}
     done = run_python("-c", "import ptycho_tf.backend", env=env)
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]

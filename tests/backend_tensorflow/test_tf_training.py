@@ -7,14 +7,13 @@ import pytest
 from backend_helpers import Recorder, hooks_for
 from framework_suites.tf_framework import TENSORFLOW
 from framework_suites.training import TrainingSuite, train
+from helpers_tf import small_config
 
 from ptycho_core.config import ModelConfig
 from ptycho_core.errors import ConfigError
 from ptycho_core.protocol import TrainingData
 from ptycho_tf._keras import keras, tf
 from ptycho_tf.training import ScheduleCallback, build_network, make_callbacks, resolve_devices
-
-small_config = TENSORFLOW.small_config
 
 
 class TestTraining(TrainingSuite):

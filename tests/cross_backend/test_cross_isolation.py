@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import importlib.metadata
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from cli_helpers import import_path_env, run_python
 
-REPO = Path(__file__).resolve().parents[2]
 CODE = """
 import sys
 {load}
@@ -22,13 +19,8 @@ print("ok")
 
 
 def _run(load: str, forbidden: tuple[str, ...], needed: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *[p for p in sys.path if p]])
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     code = CODE.format(load=load, forbidden=forbidden, needed=needed)
-    return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=180
-    )
+    return run_python("-c", code, env=import_path_env(), timeout=180)
 
 
 @pytest.mark.parametrize(

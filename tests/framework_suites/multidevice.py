@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from backend_helpers import hooks_for
+from cli_helpers import import_path_env, run_python
 
 from framework_suites.framework import Framework
 from framework_suites.multidevice_script import STRATEGIES
@@ -21,15 +19,6 @@ from ptycho_core.physics import initial_output_gain
 from ptycho_core.protocol import TrainingData
 
 SCRIPT = Path(__file__).with_name("multidevice_script.py")
-REPO = SCRIPT.parents[2]
-
-
-def child_env() -> dict[str, str]:
-    """This interpreter's import path for the child, and a quiet TensorFlow."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *[p for p in sys.path if p]])
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return env
 
 
 class MultiDeviceSuite:
@@ -45,14 +34,14 @@ class MultiDeviceSuite:
         run = tmp_path / "run"
         run.mkdir()
         bundle, report_path = run / "model.ptycho", tmp_path / "report.json"
-        done = subprocess.run(
-            [sys.executable, str(SCRIPT), fw.name, str(bundle), str(report_path)],
+        done = run_python(
+            str(SCRIPT),
+            fw.name,
+            str(bundle),
+            str(report_path),
             cwd=run,
-            env=child_env(),
-            capture_output=True,
-            text=True,
+            env=import_path_env(),
             timeout=300,
-            check=False,
         )
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         assert sorted(p.name for p in run.iterdir()) == ["model.ptycho"]  # no logs, no checkpoints
