@@ -138,7 +138,7 @@ class TensorFlowFramework(Framework):
         return complex_of(network.illuminating_probe())
 
     def network_probe(self, network):
-        return network.probe()
+        return network.probe_array()
 
     def weights(self, network):
         return {name: np.array(v.numpy()) for name, v in network.named_weights().items()}

@@ -135,7 +135,7 @@ class TorchFramework(Framework):
         return network.illuminating_probe().detach().numpy()
 
     def network_probe(self, network):
-        return network.probe.detach().numpy()
+        return network.probe_array()
 
     def weights(self, network):
         return {name: t.detach().cpu().numpy().copy() for name, t in network.state_dict().items()}
