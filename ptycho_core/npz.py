@@ -23,6 +23,7 @@ import contextlib
 import io
 import math
 import os
+import tokenize
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -48,7 +49,19 @@ _CHUNK = 16 * 1024**2
 _ALLOWED_KINDS = "biufcUS"
 _COMPRESSIONS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 # What zipfile, zlib and numpy raise for damaged or hostile input.
-_DECODE_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, OverflowError)
+# numpy parses an NPY header as a Python literal: a damaged one can also fail in the
+# tokenizer or the parser, or nest deeper than the parser goes.
+_DECODE_ERRORS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    OSError,
+    ValueError,
+    OverflowError,
+    SyntaxError,
+    RecursionError,
+    tokenize.TokenError,
+)
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from ptycho_core.bundle import (
 from ptycho_core.config import InferenceConfig, ModelConfig, TrainingConfig
 from ptycho_core.data import PtychoData, load_npz, save_npz
 from ptycho_core.errors import BundleError, ConfigError, DataContractError, PtychoError
+from ptycho_core.npz import read_npy_bytes
 from ptycho_core.protocol import TrainedModel
 from ptycho_core.results import load_reconstruction, save_reconstruction
 from ptycho_core.simulate import SimulationConfig
@@ -467,3 +468,19 @@ def test_files_declaring_more_than_the_limit_are_refused_before_allocation(
         "probe.ptycho": "BundleError",
     }
     assert {Path(p).name: v for p, v in outcome.items()} == expected, result.stdout
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"{'descr': '<f4', 'fortran_order': False, 'shape': (24, 24(, }",  # tokenizer error
+        b"{'descr': '<f4', 'fortran_order': False, 'shape': (24, 24)) }",  # parser error
+        b"{'descr': '<f4', 'fortran_order': False, 'shape': " + b"(" * 5000 + b"}",  # depth
+    ],
+)
+def test_an_npy_header_numpy_cannot_parse_is_the_contract_error(header: bytes) -> None:
+    """numpy parses headers as Python literals; every way that fails is refused alike."""
+    padded = header.ljust(((len(header) + 11) // 64 + 1) * 64 - 11) + b"\n"
+    raw = b"\x93NUMPY\x01\x00" + len(padded).to_bytes(2, "little") + padded
+    with pytest.raises(DataContractError, match="expected a valid NPY array header"):
+        read_npy_bytes(raw, what="probe.npy", fail=DataContractError)
