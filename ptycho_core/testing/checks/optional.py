@@ -22,6 +22,7 @@ from ptycho_core.testing.checks.support import (
     expect_raises,
     fail,
     history_lists,
+    require_patches,
     rule_check,
     same_history,
     short,
@@ -61,15 +62,7 @@ def check_forward(h: BackendHarness) -> None:
         "forward(model, diffraction, coords_relative) to return patches",
     )
     shape = (batch, h.N, h.N, 1)
-    if type(out) is not np.ndarray or out.dtype != np.complex64 or out.shape != shape:
-        raise fail(
-            h,
-            me,
-            f"a complex64 numpy array of shape {shape}",
-            f"{type(out).__name__} {getattr(out, 'dtype', '?')} {getattr(out, 'shape', '?')}",
-        )
-    if not np.all(np.isfinite(out)):
-        raise fail(h, me, "finite values", "NaN or inf")
+    require_patches(h, me, out, shape)
 
 
 def _warm_start_backend(h: BackendHarness) -> Any:
@@ -254,15 +247,7 @@ def check_infer_from(h: BackendHarness) -> None:
         "infer_from(model, data, config, initial_object, hooks=...) to return patches",
     )
     shape = (groups.n_groups, h.N, h.N, 1)
-    if type(out) is not np.ndarray or out.dtype != np.complex64 or out.shape != shape:
-        raise fail(
-            h,
-            me,
-            f"a complex64 numpy array of shape {shape}",
-            f"{type(out).__name__} {getattr(out, 'dtype', '?')} {getattr(out, 'shape', '?')}",
-        )
-    if not np.all(np.isfinite(out)):
-        raise fail(h, me, "finite values", "NaN or inf")
+    require_patches(h, me, out, shape)
     done = [args["done"] for args in recorder.named("infer_progress")]
     if not done or done[-1] != groups.n_groups:
         raise fail(h, me, f"ptycho_infer_progress ending at done={groups.n_groups}", f"{done}")

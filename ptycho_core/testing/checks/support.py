@@ -6,6 +6,8 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from ptycho_core.testing.errors import ConformanceError
 from ptycho_core.testing.harness import BackendHarness, Check
 
@@ -37,6 +39,19 @@ def rule_check(rule: str, section: str) -> Callable[[Check], Check]:
 def fail(h: BackendHarness, check: Any, expected: str, found: str) -> ConformanceError:
     """The ConformanceError of ``check`` (marked with :func:`rule_check`) for ``h``'s backend."""
     return h.error(check.rule, expected, found, check.section)
+
+
+def require_patches(h: BackendHarness, check: Any, out: Any, shape: tuple[int, ...]) -> None:
+    """Fail ``check`` unless ``out`` is a finite complex64 numpy array of ``shape``."""
+    if type(out) is not np.ndarray or out.dtype != np.complex64 or out.shape != shape:
+        raise fail(
+            h,
+            check,
+            f"a complex64 numpy array of shape {shape}",
+            f"{type(out).__name__} {getattr(out, 'dtype', '?')} {getattr(out, 'shape', '?')}",
+        )
+    if not np.all(np.isfinite(out)):
+        raise fail(h, check, "finite values", "NaN or inf")
 
 
 def short(value: Any, limit: int = 120) -> str:
