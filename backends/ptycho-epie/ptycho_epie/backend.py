@@ -45,9 +45,10 @@ import scipy
 import scipy.fft
 
 from ptycho_core.bundle import read_bundle, write_bundle
-from ptycho_core.config import InferenceConfig, ModelConfig, TrainingConfig
+from ptycho_core.config import InferenceConfig, TrainingConfig
 from ptycho_core.errors import BundleError, ConfigError
 from ptycho_core.grouping import GroupedData
+from ptycho_core.iterative import place_on_canvas, refuse_network_settings, unique_patterns
 from ptycho_core.limits import MAX_ITERATIONS
 from ptycho_core.npz import open_npz
 from ptycho_core.physics import probe_disk_mask
@@ -88,27 +89,6 @@ PAYLOAD_VERSION = 1
 _CACHE_VALUES = 2**24
 _CHUNK = 256  # windows handled at once where all of them would not fit in memory
 
-# Settings with no meaning for an iterative solver: refused unless left at their default.
-_UNUSED_TRAINING = (
-    "learning_rate",
-    "lr_schedule",
-    "lr_warmup_steps",
-    "lr_plateau_factor",
-    "lr_plateau_patience",
-    "min_learning_rate",
-)
-_UNUSED_MODEL = (
-    "n_filters_scale",
-    "amp_activation",
-    "object_big",
-    "probe_big",
-    "probe_mask",
-    "pad_object",
-    "gaussian_smoothing_sigma",
-    "offset",
-    "max_position_jitter",
-)
-
 
 @dataclass(frozen=True, eq=False, kw_only=True)
 class EpieState:
@@ -144,23 +124,7 @@ class EpieState:
 
 def _check_config(name: str, config: TrainingConfig) -> None:
     """Refuse settings ePIE cannot honour (the protocol forbids ignoring them silently)."""
-    defaults_training = TrainingConfig()
-    defaults_model = ModelConfig()
-    for field_name in _UNUSED_TRAINING:
-        value = getattr(config, field_name)
-        if value != getattr(defaults_training, field_name):
-            raise ConfigError(
-                f"{name}: TrainingConfig.{field_name}={value!r} is a setting of gradient "
-                "training, which ePIE does not use; leave it at its default "
-                f"{getattr(defaults_training, field_name)!r}"
-            )
-    for field_name in _UNUSED_MODEL:
-        value = getattr(config.model, field_name)
-        if value != getattr(defaults_model, field_name):
-            raise ConfigError(
-                f"{name}: ModelConfig.{field_name}={value!r} describes a network, which ePIE "
-                f"does not have; leave it at its default {getattr(defaults_model, field_name)!r}"
-            )
+    refuse_network_settings(name, config, "ePIE")
     supported: Mapping[str, tuple[Any, ...]] = {
         "precision": ("32",),
         "accelerator": ("auto", "cpu"),
@@ -176,29 +140,13 @@ def _check_config(name: str, config: TrainingConfig) -> None:
                 f"in single precision on one CPU process ({field_name} must be one of "
                 f"{', '.join(map(repr, allowed))})"
             )
-    if config.model.model_type != "pinn":
-        raise ConfigError(
-            f"{name}: ModelConfig.model_type={config.model.model_type!r} is not supported; "
-            "ePIE reconstructs from the diffraction data alone ('pinn')"
-        )
 
 
 def _patterns(groups: GroupedData) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Unique patterns of the groups: (dataset index, x, y, N·X_n in FFT order).
-
-    A pattern's position is its group centre minus its ``coords_relative`` (which holds
-    −(position − centre)); for gridsize 1 it is the group centre itself.
-    """
-    N, C = groups.N, groups.channels
-    indices = groups.nn_indices.reshape(-1)
-    unique, first = np.unique(indices, return_index=True)
-    group, channel = np.divmod(first, C)
-    centre = groups.coords_offsets[group, 0, :, 0]
-    relative = groups.coords_relative[group, 0, :, channel].astype(np.float64)
-    position = centre - relative if C > 1 else centre
-    amplitude = groups.diffraction[group, :, :, channel]
-    measured = scipy.fft.ifftshift(amplitude, axes=(-2, -1)) * np.float32(N)
-    return unique, position[:, 0], position[:, 1], np.ascontiguousarray(measured, np.float32)
+    """Unique patterns of the groups: (dataset index, x, y, N·X_n in FFT order)."""
+    patterns = unique_patterns(groups)
+    measured = scipy.fft.ifftshift(patterns.amplitude, axes=(-2, -1)) * np.float32(groups.N)
+    return patterns.index, patterns.x, patterns.y, np.ascontiguousarray(measured, np.float32)
 
 
 def _last(steps: Iterator[Any]) -> Any:
@@ -222,34 +170,6 @@ def _well_lit(scan: engine.Scan, probe: np.ndarray, index: np.ndarray) -> np.nda
     return illumination >= WELL_LIT * illumination.max()
 
 
-def _on_canvas(initial: Stitched, scan: engine.Scan) -> tuple[np.ndarray, np.ndarray]:
-    """``initial``'s covered pixels and coverage on the scan's canvas (0 / False elsewhere).
-
-    Both frames are in object pixels with integer origins, so this is a copy of the
-    overlapping block.
-    """
-    image = np.asarray(initial.image)
-    covered = np.asarray(initial.covered, dtype=bool)
-    if image.ndim != 2 or covered.shape != image.shape or len(initial.origin) != 2:
-        raise ValueError(
-            "epie: initial_object: expected a 2-D image with a weight map of the same shape "
-            f"and a (row, col) origin, found {image.shape}, {covered.shape}, {initial.origin!r}"
-        )
-    if not np.all(np.isfinite(image[covered])):
-        raise ValueError("epie: initial_object: the covered pixels hold NaN or inf")
-    canvas = np.zeros(scan.shape, dtype=np.complex64)
-    mask = np.zeros(scan.shape, dtype=bool)
-    row = int(initial.origin[0]) - scan.origin[0]  # canvas row of image row 0
-    col = int(initial.origin[1]) - scan.origin[1]
-    r0, r1 = max(row, 0), min(row + image.shape[0], scan.shape[0])
-    c0, c1 = max(col, 0), min(col + image.shape[1], scan.shape[1])
-    if r0 < r1 and c0 < c1:
-        block = (slice(r0 - row, r1 - row), slice(c0 - col, c1 - col))
-        mask[r0:r1, c0:c1] = covered[block]
-        canvas[r0:r1, c0:c1] = np.where(covered[block], image[block], 0)
-    return canvas, mask
-
-
 def _start_from(
     initial: Stitched,
     flat: np.ndarray,
@@ -264,7 +184,7 @@ def _start_from(
     the object covers (at least :data:`COVERED_FRACTION` of Σ|P|²); the global phase is
     turned so that the well-lit object's mean phase is 0, the flat start's.
     """
-    image, covered = _on_canvas(initial, scan)
+    image, covered = place_on_canvas(initial, scan.origin, scan.shape, "epie")
     power = np.abs(probe) ** 2
     lit = np.empty(scan.n)  # Σ|P|² over the covered pixels of each window
     illumination = np.zeros(scan.shape)
