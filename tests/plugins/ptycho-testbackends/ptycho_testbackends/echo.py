@@ -44,6 +44,7 @@ class ObjectEchoBackend(NumpyGainBackend):
         constant = model.payload(self.name, np.ndarray)
         model.check_groups(data)
         config.require_no_iterations(self.name)
+        self._inference_options(config)
         self.received.append(initial_object)
         image = np.where(initial_object.covered, initial_object.image, constant)
         row0, col0 = initial_object.origin
@@ -57,6 +58,7 @@ class ObjectEchoBackend(NumpyGainBackend):
         return out
 
     def model_from_probe(self, probe: np.ndarray, config: TrainingConfig) -> TrainedModel:
+        self._training_options(config)
         N = config.model.N
         if np.shape(probe) != (N, N):
             raise ValueError(f"{self.name}: expected a ({N}, {N}) probe, found {np.shape(probe)}")

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ptycho_core.backend_options import BackendOption, resolve_backend_options
 from ptycho_core.bundle import read_bundle, write_bundle
 from ptycho_core.config import InferenceConfig, TrainingConfig
 from ptycho_core.errors import BundleError
@@ -63,9 +64,27 @@ class NumpyGainBackend:
     """Fits a complex constant object to normalised diffraction amplitudes with numpy."""
 
     name = "numpy-gain"
+    training_options: tuple[BackendOption, ...] = ()
+    inference_options: tuple[BackendOption, ...] = ()
 
     def train(self, data: TrainingData, config: TrainingConfig, *, hooks: Any) -> TrainedModel:
         return self._fit(data, config, hooks, np.complex128(1.0))
+
+    def _training_options(self, config: TrainingConfig) -> dict[str, Any]:
+        return resolve_backend_options(
+            self.name,
+            config.backend_options,
+            self.training_options,
+            field="TrainingConfig.backend_options",
+        )
+
+    def _inference_options(self, config: InferenceConfig) -> dict[str, Any]:
+        return resolve_backend_options(
+            self.name,
+            config.backend_options,
+            self.inference_options,
+            field="InferenceConfig.backend_options",
+        )
 
     def train_from(
         self, model: TrainedModel, data: TrainingData, config: TrainingConfig, *, hooks: Any
@@ -78,6 +97,7 @@ class NumpyGainBackend:
     def _fit(
         self, data: TrainingData, config: TrainingConfig, hooks: Any, c: np.complex128
     ) -> TrainedModel:
+        self._training_options(config)
         data.check_fits(config, self.name)
         train, validation = data.split(config.validation_split)
         hooks.ptycho_train_start(backend=self.name, config=config, n_groups=train.n_groups)
@@ -123,6 +143,7 @@ class NumpyGainBackend:
         model.payload(self.name, np.ndarray)
         model.check_groups(data)
         config.require_no_iterations(self.name)
+        self._inference_options(config)
         return constant_patches(model, data, config, hooks)
 
     def forward(
