@@ -191,9 +191,15 @@ def _training_config(args: argparse.Namespace) -> TrainingConfig:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ptycho_core.outputs import output_set, prepare_output_dir
-    from ptycho_core.workflows import save_model, summarize_history, train_cdi_model
+    from ptycho_core.workflows import (
+        check_backend_options,
+        save_model,
+        summarize_history,
+        train_cdi_model,
+    )
 
     config = _training_config(args)
+    check_backend_options(config.backend, config.backend_options, "training")  # before the data
     output = prepare_output_dir(args.output_dir)  # before the compute, not after it
     results = train_cdi_model(args.data, None, config, hooks=_progress(args))
     model = results["model"]
