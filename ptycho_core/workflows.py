@@ -26,7 +26,7 @@ import numpy as np
 from ptycho_core.backend_options import declared_options, resolve_backend_options
 from ptycho_core.backend_selector import select_backend
 from ptycho_core.bundle import read_manifest
-from ptycho_core.config import InferenceConfig, ModelConfig, TrainingConfig
+from ptycho_core.config import BackendOptions, InferenceConfig, ModelConfig, TrainingConfig
 from ptycho_core.data import PtychoData, load_npz
 from ptycho_core.errors import (
     BackendLoadError,
@@ -146,16 +146,17 @@ def check_backend_options(
     """``options`` resolved against what ``backend`` (selected first when given by name)
     declares for ``kind``, so that a request is refused before any work is done.
 
-    Raises :class:`~ptycho_core.errors.ConfigError` as the backend itself will (an unknown
-    name, an invalid value); the backend still resolves its options when it runs.
+    Raises :class:`~ptycho_core.errors.ConfigError` as the config and the backend itself
+    will (a name or value no option may have, a name the backend does not declare, a value
+    its check refuses); the backend still resolves its options when it runs.
     """
     selected = select_backend(backend) if isinstance(backend, str) else backend
-    config = TrainingConfig if kind == "training" else InferenceConfig
+    field = f"{'TrainingConfig' if kind == 'training' else 'InferenceConfig'}.backend_options"
+    checked = (
+        options if isinstance(options, BackendOptions) else BackendOptions(options, field=field)
+    )
     return resolve_backend_options(
-        selected.name,
-        options,
-        declared_options(selected, kind),
-        field=f"{config.__name__}.backend_options",
+        selected.name, checked, declared_options(selected, kind), field=field
     )
 
 

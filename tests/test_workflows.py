@@ -289,3 +289,6 @@ def test_check_backend_options_resolves_against_the_declarations() -> None:
     }
     with pytest.raises(ConfigError, match=r"TrainingConfig\.backend_options\['newton_fraction'\]"):
         workflows.check_backend_options(TEST_BACKEND, {"newton_fraction": 0}, "training")
+    # a value no option may have is refused as the config would refuse it, whatever the check
+    with pytest.raises(ConfigError, match=r"InferenceConfig\.backend_options\['echo_gain'\]"):
+        workflows.check_backend_options("object-echo", {"echo_gain": [2.0]}, "inference")
