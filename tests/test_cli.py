@@ -453,3 +453,18 @@ def test_infer_options_go_to_the_backend_that_reconstructs(
         gain, test, refused, "--then", "object-echo", "--option", "newton_fraction=1", check=False
     )
     assert_one_line_error(result, "object-echo backend has no option 'newton_fraction'")
+
+
+def test_demo_options_go_to_its_training(tmp_path: Path) -> None:
+    from ptycho_core.workflows import load_inference_bundle
+
+    demo = ("--quiet", "demo", "--backend", TEST_BACKEND, "--epochs", "1", "--n-groups", "16")
+    refused = run(
+        *demo, "--output-dir", str(tmp_path / "no"), "--option", "echo_gain=2", check=False
+    )
+    assert_one_line_error(refused, "numpy-gain backend has no option 'echo_gain'")
+    assert not (tmp_path / "no").exists()  # refused before anything was simulated
+    out = tmp_path / "demo"
+    run(*demo, "--output-dir", str(out), "--option", "newton_fraction=1")
+    model, _ = load_inference_bundle(out / "model.ptycho")
+    assert dict(model.config.backend_options) == {"newton_fraction": 1}
