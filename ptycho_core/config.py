@@ -17,8 +17,10 @@ import dataclasses
 import json
 import math
 import os
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, ClassVar, Self
 
 from ptycho_core.errors import ConfigError
@@ -29,12 +31,19 @@ __all__ = [
     "ACTIVATION_ALIASES",
     "AMP_ACTIVATIONS",
     "LR_SCHEDULES",
+    "MAX_BACKEND_OPTIONS",
+    "MAX_OPTION_STRING",
     "MODEL_TYPES",
+    "OPTION_NAME_PATTERN",
     "PRECISIONS",
     "SUPPORTED_N",
+    "BackendOptions",
     "InferenceConfig",
     "ModelConfig",
+    "OptionValue",
     "TrainingConfig",
+    "option_name_problem",
+    "option_value_problem",
     "to_legacy_dict",
 ]
 
@@ -59,6 +68,14 @@ MAX_OFFSET = 1024
 MAX_WARMUP_STEPS = 10_000_000
 MAX_DEVICES = 4096
 MAX_SEED = 2**63 - 1
+MAX_BACKEND_OPTIONS = 64
+"""Most entries in one ``backend_options`` mapping."""
+MAX_OPTION_STRING = 1024
+"""Longest string value of a backend option, in characters."""
+OPTION_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+"""What a backend option's name looks like: a lower-case identifier of at most 64 characters."""
+_OPTION_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+_OPTION_INT_BOUND = 2**63
 
 Check = Callable[[Any], str | None]
 
@@ -169,12 +186,145 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+OptionValue = bool | int | float | str
+"""The type of one backend option's value."""
+
+
+def option_value_problem(value: Any) -> str | None:
+    """None when ``value`` may be a backend option's value, else what is expected."""
+    if isinstance(value, bool | str) and (
+        not isinstance(value, str) or len(value) <= MAX_OPTION_STRING
+    ):
+        return None
+    if _is_int(value) and abs(value) < _OPTION_INT_BOUND:
+        return None
+    if isinstance(value, float) and math.isfinite(value):
+        return None
+    return (
+        f"true or false, an integer with |value| < 2**63, a finite number or a string of at "
+        f"most {MAX_OPTION_STRING} characters"
+    )
+
+
+def option_name_problem(name: Any) -> str | None:
+    """None when ``name`` may name a backend option, else what is expected."""
+    if isinstance(name, str) and _OPTION_NAME.fullmatch(name):
+        return None
+    return f"a name matching {OPTION_NAME_PATTERN}"
+
+
+def _plain_value(value: OptionValue) -> OptionValue:
+    """``value`` as exactly bool, int, float or str (a subclass, e.g. numpy.float64, is cast)."""
+    for kind in (bool, int, float, str):
+        if isinstance(value, kind):
+            return kind(value)
+    raise AssertionError(value)  # pragma: no cover - option_value_problem refused it
+
+
+_NO_OPTIONS: Mapping[str, Any] = MappingProxyType({})
+
+
+class BackendOptions(Mapping[str, OptionValue]):
+    """Read-only, hashable mapping of backend option names to values (bool, int, float, str).
+
+    The value of the configs' ``backend_options`` field: settings that only one backend
+    understands (specs/backend-protocol.md §11). Built from any mapping, which is checked:
+    at most :data:`MAX_BACKEND_OPTIONS` entries, names matching :data:`OPTION_NAME_PATTERN`,
+    values True/False, integers with ``|v| < 2**63``, finite floats or strings of at most
+    :data:`MAX_OPTION_STRING` characters. Anything else raises
+    :class:`~ptycho_core.errors.ConfigError` naming ``field`` and the key. Two mappings are
+    equal when they hold the same names with values of the same type and value (so ``1``,
+    ``1.0`` and ``True`` differ, as they do in JSON).
+    """
+
+    __slots__ = ("_items",)
+
+    _items: tuple[tuple[str, OptionValue], ...]
+
+    def __init__(
+        self, options: Mapping[str, Any] = _NO_OPTIONS, /, *, field: str = "backend_options"
+    ) -> None:
+        if not isinstance(options, Mapping):
+            raise ConfigError(
+                f"{field}: expected an object of option names to values, found "
+                f"{type(options).__name__} {_short(options)}"
+            )
+        if len(options) > MAX_BACKEND_OPTIONS:
+            raise ConfigError(
+                f"{field}: expected at most {MAX_BACKEND_OPTIONS} options, found {len(options)}"
+            )
+        items = []
+        for name, value in options.items():
+            if (expected := option_name_problem(name)) is not None:
+                raise ConfigError(
+                    f"{field}: option name: expected {expected}, found {_short(name)}"
+                )
+            if (expected := option_value_problem(value)) is not None:
+                raise ConfigError(
+                    f"{field}[{name!r}]: expected {expected}, found "
+                    f"{type(value).__name__} {_short(value)}"
+                )
+            items.append((name, _plain_value(value)))
+        object.__setattr__(self, "_items", tuple(sorted(items)))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only")
+
+    def __getitem__(self, key: str) -> OptionValue:
+        for name, value in self._items:
+            if name == key:
+                return value
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, _ in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _typed(self) -> tuple[tuple[str, type, OptionValue], ...]:
+        return tuple((name, type(value), value) for name, value in self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, BackendOptions):
+            return self._typed() == other._typed()
+        if isinstance(other, Mapping):
+            try:
+                return self == BackendOptions(other)
+            except ConfigError:
+                return False
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._typed())
+
+    def __repr__(self) -> str:
+        return f"BackendOptions({dict(self._items)!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (BackendOptions, (dict(self._items),))
+
+    def to_dict(self) -> dict[str, OptionValue]:
+        """A plain, JSON-compatible dict (sorted by name)."""
+        return dict(self._items)
+
+
+def _backend_options_field(text: str) -> Any:
+    return _doc(text, _instance_of(BackendOptions), default_factory=BackendOptions)
+
+
 class _ConfigMixin:
     """Validation, dict/JSON round trip and field docs shared by the config classes."""
 
     _nested: ClassVar[Mapping[str, type]] = {}
 
     def __post_init__(self) -> None:
+        fields = self.__dataclass_fields__  # type: ignore[attr-defined]
+        options = getattr(self, "backend_options", None)
+        if "backend_options" in fields and not isinstance(options, BackendOptions):
+            # any mapping is accepted and frozen; anything else is refused by BackendOptions
+            field = f"{type(self).__name__}.backend_options"
+            object.__setattr__(self, "backend_options", BackendOptions(options, field=field))
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             check = f.metadata.get("check")
             value = getattr(self, f.name)
@@ -188,8 +338,14 @@ class _ConfigMixin:
         """Checks that involve several fields; overridden where needed."""
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-compatible dict; nested configs become nested dicts."""
-        return dataclasses.asdict(self)  # type: ignore[call-overload]
+        """A JSON-compatible dict; nested configs and ``backend_options`` become plain dicts."""
+        result: dict[str, Any] = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if isinstance(value, _ConfigMixin | BackendOptions):
+                value = value.to_dict()
+            result[f.name] = value
+        return result
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
@@ -407,6 +563,9 @@ class TrainingConfig(_ConfigMixin):
         "NPZ used for evaluation (provenance)", _optional_str, default=None
     )
     output_dir: str | None = _doc("folder for outputs (provenance)", _optional_str, default=None)
+    backend_options: BackendOptions = _backend_options_field(
+        "settings only the chosen backend understands, by name (every other backend refuses them)"
+    )
 
     def trainability(self) -> dict[str, bool]:
         """Which of the output gain and the probe train, as a network builder's keywords.
@@ -476,6 +635,9 @@ class InferenceConfig(_ConfigMixin):
     )
     test_data_file: str | None = _doc("NPZ reconstructed (provenance)", default=None)
     output_dir: str | None = _doc("folder for outputs (provenance)", _optional_str, default=None)
+    backend_options: BackendOptions = _backend_options_field(
+        "settings only the inferring backend understands, by name (every other backend refuses them)"
+    )
 
     def require_single_device(self, backend: str) -> None:
         """Refuse ``devices`` other than 1 or 'auto' for a backend that infers on one device.

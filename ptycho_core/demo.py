@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from ptycho_core.outputs import output_set, prepare_output_dir
 from ptycho_core.results import compare_with_truth, evaluate_stitched, save_reconstruction
 from ptycho_core.simulate import default_dataset
 from ptycho_core.workflows import (
+    check_backend_options,
     get_backend,
     load_inference_bundle,
     reconstruct,
@@ -78,18 +80,23 @@ def run_demo(
     precision: str = "32",
     hooks: HookRelay | None = None,
     echo: Any = print,
+    backend_options: Mapping[str, Any] | None = None,
 ) -> dict[str, float]:
     """Run the demo; writes data, bundle, reconstruction, metrics and ``demo.png`` as one set.
 
     ``nphotons`` is the dose of the simulated data (and of the training's Poisson
     scale); ``precision`` that of training. Returns the test-set metrics (also written to
     ``metrics.json``, with the training's wall time as ``train_seconds``).
+    ``backend_options`` go to the training's ``TrainingConfig.backend_options``; the
+    reconstruction of the test set runs with none.
     """
-    get_backend(backend)  # fail fast, before simulating anything
+    options = {} if backend_options is None else dict(backend_options)
+    # fail fast, before simulating anything
+    check_backend_options(get_backend(backend), options, "training")
     output_dir = prepare_output_dir(output_dir)
     with output_set(output_dir) as stage:
         metrics, train_seconds = _run(
-            backend, stage, output_dir, epochs, n_groups, nphotons, precision, hooks, echo
+            backend, stage, output_dir, epochs, n_groups, nphotons, precision, hooks, echo, options
         )
     echo(
         f"trained in {train_seconds:.0f} s; test object: "
@@ -109,6 +116,7 @@ def _run(
     precision: str,
     hooks: HookRelay | None,
     echo: Any,
+    backend_options: Mapping[str, Any],
 ) -> tuple[dict[str, float], float]:
     """The demo's steps, writing into ``stage`` (committed to ``output_dir`` as one set)."""
     train_set = default_dataset("train", nphotons=nphotons)
@@ -119,7 +127,11 @@ def _run(
 
     config = demo_training_config(
         backend, nphotons=nphotons, epochs=epochs, n_groups=n_groups, precision=precision
-    ).replace(train_data_file=str(output_dir / "train.npz"), output_dir=str(output_dir))
+    ).replace(
+        train_data_file=str(output_dir / "train.npz"),
+        output_dir=str(output_dir),
+        backend_options=backend_options,
+    )
     start = time.perf_counter()
     results = train_cdi_model(train_set, None, config, hooks=hooks)
     train_seconds = time.perf_counter() - start

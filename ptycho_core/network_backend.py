@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
+from ptycho_core.backend_options import declared_options, resolve_backend_options
 from ptycho_core.config import PRECISIONS, InferenceConfig, TrainingConfig
 from ptycho_core.convert import checked_import, checked_intensity_scale
 from ptycho_core.grouping import GroupedData
@@ -80,6 +81,7 @@ class NetworkBackend:
         self, data: TrainingData, config: TrainingConfig, *, hooks: HookRelay
     ) -> TrainedModel:
         """Fit a new network; deterministic for a given ``config.seed`` on the CPU."""
+        self._training_options(config)
         return self._fit(data, config, hooks, initial=None)
 
     def train_from(
@@ -93,6 +95,7 @@ class NetworkBackend:
         """
         initial = self._network(model)
         model.check_refinable(config, self.name)
+        self._training_options(config)
         return self._fit(data, config, hooks, initial=initial)
 
     def infer(
@@ -103,6 +106,7 @@ class NetworkBackend:
         model.check_groups(data)
         config.require_single_device(self.name)
         config.require_no_iterations(self.name)
+        self._inference_options(config)
         total = data.n_groups
         result = np.empty((total, model.N, model.N, 1), dtype=np.complex64)
         with self._predictor(network, config.precision, config.accelerator) as predict:
@@ -173,6 +177,7 @@ class NetworkBackend:
         the array for a missing, unexpected, misshapen or non-finite one.
         """
         intensity_scale = checked_intensity_scale(intensity_scale)
+        self._training_options(config)
         config = self._bound(config)
         network = self._training.build_network(
             config.model,
@@ -201,6 +206,25 @@ class NetworkBackend:
         return {}
 
     # -- helpers ----------------------------------------------------------------------------
+
+    def _training_options(self, config: TrainingConfig) -> dict[str, Any]:
+        """``config.backend_options`` resolved against this backend's ``training_options``
+        (none by default, so any option is refused rather than ignored)."""
+        return resolve_backend_options(
+            self.name,
+            config.backend_options,
+            declared_options(self, "training"),
+            field="TrainingConfig.backend_options",
+        )
+
+    def _inference_options(self, config: InferenceConfig) -> dict[str, Any]:
+        """``config.backend_options`` resolved against this backend's ``inference_options``."""
+        return resolve_backend_options(
+            self.name,
+            config.backend_options,
+            declared_options(self, "inference"),
+            field="InferenceConfig.backend_options",
+        )
 
     def _network(self, model: TrainedModel) -> Any:
         return self._persistence.network_of(model)

@@ -19,13 +19,14 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from ptycho_core.backend_options import declared_options, resolve_backend_options
 from ptycho_core.backend_selector import select_backend
 from ptycho_core.bundle import read_manifest
-from ptycho_core.config import InferenceConfig, ModelConfig, TrainingConfig
+from ptycho_core.config import BackendOptions, InferenceConfig, ModelConfig, TrainingConfig
 from ptycho_core.data import PtychoData, load_npz
 from ptycho_core.errors import (
     BackendLoadError,
@@ -48,6 +49,7 @@ from ptycho_core.stitching import Stitched, merge_stitched, stitch_patches
 
 __all__ = [
     "Reconstruction",
+    "check_backend_options",
     "get_backend",
     "intensity_scale",
     "load_bundle",
@@ -134,6 +136,28 @@ def require_capability(backend: ReconstructionBackend | str, capability: type) -
     if not isinstance(selected, capability):
         raise CapabilityError(f"backend {selected.name} cannot {what} (it has no {methods})")
     return selected
+
+
+def check_backend_options(
+    backend: ReconstructionBackend | str,
+    options: Mapping[str, Any],
+    kind: Literal["training", "inference"],
+) -> dict[str, Any]:
+    """``options`` resolved against what ``backend`` (selected first when given by name)
+    declares for ``kind``, so that a request is refused before any work is done.
+
+    Raises :class:`~ptycho_core.errors.ConfigError` as the config and the backend itself
+    will (a name or value no option may have, a name the backend does not declare, a value
+    its check refuses); the backend still resolves its options when it runs.
+    """
+    selected = select_backend(backend) if isinstance(backend, str) else backend
+    field = f"{'TrainingConfig' if kind == 'training' else 'InferenceConfig'}.backend_options"
+    checked = (
+        options if isinstance(options, BackendOptions) else BackendOptions(options, field=field)
+    )
+    return resolve_backend_options(
+        selected.name, checked, declared_options(selected, kind), field=field
+    )
 
 
 def prepare_training_data(
@@ -328,6 +352,7 @@ def reconstruct_hybrid(
     iterations: int | None = None,
     config: InferenceConfig | None = None,
     hooks: HookRelay | None = None,
+    then_options: Mapping[str, Any] | None = None,
 ) -> tuple[Reconstruction, Reconstruction]:
     """``model``'s reconstruction, then an iterative solver's started from it: ``(first, final)``.
 
@@ -335,13 +360,25 @@ def reconstruct_hybrid(
     fit the data themselves. ``then`` is a backend name, whose ``model_from_probe`` builds
     a solver for ``model``'s probe (``iterations``, default ``TrainingConfig``'s ``nepochs``), or a
     trained model of such a backend (``iterations`` overrides its own count). ``config``
-    drives the first pass; the second uses its grouping, seed and stitching. A solver
+    drives the first pass; the second uses its grouping, seed and stitching, and
+    ``then_options`` as its ``InferenceConfig.backend_options`` (the solver's own options;
+    the model ``model_from_probe`` builds gets none). A solver
     without ``infer_from`` raises :class:`~ptycho_core.errors.CapabilityError` before
     anything runs.
     """
     name = then.backend if isinstance(then, TrainedModel) else then
     solver = require_capability(name, SupportsInitialObject)
     config = InferenceConfig() if config is None else config
+    second = InferenceConfig(
+        backend=name,
+        n_groups=config.n_groups,
+        neighbor_count=config.neighbor_count,
+        seed=config.seed,
+        stitch_size=config.stitch_size,
+        iterations=iterations if isinstance(then, TrainedModel) else None,
+        backend_options={} if then_options is None else then_options,
+    )
+    check_backend_options(solver, second.backend_options, "inference")  # before any work
     dataset = _as_dataset(data)
     first = reconstruct(model, dataset, config, hooks=hooks)
     if isinstance(then, TrainedModel):
@@ -356,14 +393,6 @@ def reconstruct_hybrid(
         if iterations is not None:
             solver_config = solver_config.replace(nepochs=iterations)
         solver_model = solver.model_from_probe(model.probe, solver_config)
-    second = InferenceConfig(
-        backend=name,
-        n_groups=config.n_groups,
-        neighbor_count=config.neighbor_count,
-        seed=config.seed,
-        stitch_size=config.stitch_size,
-        iterations=iterations if isinstance(then, TrainedModel) else None,
-    )
     final = reconstruct(
         solver_model, dataset, second, hooks=hooks, backend=solver, initial_object=first.stitched
     )

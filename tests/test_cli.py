@@ -7,14 +7,19 @@ installed as a separate distribution and found through its entry point.
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 from cli_helpers import assert_one_line_error, run_cli
+from hypothesis import given
+from hypothesis import strategies as st
 
+from ptycho_core.cli.main import option_value, parse_options
 from ptycho_core.data import load_npz
+from ptycho_core.errors import ConfigError
 
 TEST_BACKEND = "numpy-gain"
 pytestmark = pytest.mark.usefixtures("ptycho_test_distributions")
@@ -334,3 +339,132 @@ def test_infer_refuses_what_a_backend_cannot_do_in_one_line(
         refused(gain, "--iterations", "5"), "InferenceConfig.iterations", "numpy-gain"
     )
     assert_one_line_error(refused(gain, "--nphotons", "1e6"), "--refine-epochs")
+
+
+# ----------------------------------------------------------------------- backend options
+
+
+@given(
+    value=st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+)
+def test_an_option_value_that_is_a_json_scalar_is_read_as_json(value: object) -> None:
+    assert option_value(json.dumps(value)) == value
+    assert type(option_value(json.dumps(value))) is type(value)
+
+
+@given(text=st.text(max_size=20))
+def test_any_other_option_value_is_the_raw_string(text: str) -> None:
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = None
+    scalar = isinstance(parsed, bool | int | str) or (
+        isinstance(parsed, float) and math.isfinite(parsed)
+    )
+    assert option_value(text) == (parsed if scalar else text)
+    for raw in ("null", "[1, 2]", '{"a": 1}', "NaN", "-Infinity", "1e999", "lsqml", "1,2"):
+        assert option_value(raw) == raw
+
+
+@given(
+    items=st.lists(
+        st.tuples(st.text(max_size=6), st.text(max_size=6)).map(lambda p: f"{p[0]}={p[1]}")
+        | st.text(max_size=8),
+        max_size=5,
+    )
+)
+def test_option_items_parse_or_are_a_config_error(items: list[str]) -> None:
+    names = [item.partition("=")[0] for item in items]
+    well_formed = all("=" in item and item.partition("=")[0] for item in items)
+    try:
+        options = parse_options(items)
+    except ConfigError as error:
+        assert str(error).startswith("--option: expected ")
+        assert not well_formed or len(set(names)) < len(names)
+        return
+    assert well_formed and len(set(names)) == len(names)
+    assert options == {
+        n: option_value(item.partition("=")[2]) for n, item in zip(names, items, strict=True)
+    }
+
+
+def test_option_items_without_a_name_or_given_twice_are_refused() -> None:
+    assert parse_options(None) == {} and parse_options(["a==b"]) == {"a": "=b"}
+    with pytest.raises(ConfigError, match=r"--option: expected NAME=VALUE, found 'probe_modes'"):
+        parse_options(["probe_modes"])
+    with pytest.raises(ConfigError, match=r"expected NAME=VALUE, found '=2'"):
+        parse_options(["=2"])
+    with pytest.raises(ConfigError, match=r"expected each NAME once, found 'a' twice"):
+        parse_options(["a=1", "a=1"])
+
+
+def test_train_options_merge_over_the_config_file_and_reach_the_backend(
+    simulated: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from ptycho_core.workflows import load_inference_bundle
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"backend_options": {"newton_fraction": 0.9}}))
+    losses = {}
+    for name, options in {
+        "file": ("--config", str(config)),
+        "flag": ("--config", str(config), "--option", "newton_fraction=1"),
+        "default": (),
+    }.items():
+        out = tmp_path / name
+        run_train(simulated[0], TEST_BACKEND, out, "--epochs", "1", "--seed", "3", *options)
+        model, _ = load_inference_bundle(out / "model.ptycho")
+        losses[name] = model.history["loss"][0]
+        expected = {"file": {"newton_fraction": 0.9}, "flag": {"newton_fraction": 1}}
+        assert dict(model.config.backend_options) == expected.get(name, {})
+    # the backend honours the option: a whole Newton step lands on the optimum at once
+    assert losses["flag"] < losses["file"] < losses["default"]
+
+
+def test_infer_options_go_to_the_backend_that_reconstructs(
+    simulated: tuple[Path, Path], bundles: dict, tmp_path: Path
+) -> None:
+    test, gain = simulated[1], bundles[TEST_BACKEND]
+    out = tmp_path / "gained"
+    run_infer(gain, test, out, "--then", "object-echo", "--option", "echo_gain=2")
+    with (
+        np.load(out / "initial" / "reconstruction.npz", allow_pickle=False) as first,
+        np.load(out / "reconstruction.npz", allow_pickle=False) as final,
+    ):
+        covered = first["weight"] > 1 - 1e-6
+        np.testing.assert_allclose(final["object"][covered], 2 * first["object"][covered], 1e-5)
+    # without --then the bundle's backend reconstructs, and numpy-gain has no such option,
+    # refused before anything (a refinement included) runs
+    refused = tmp_path / "refused"
+    for extra in ((), ("--refine-epochs", "2")):
+        result = run_infer(gain, test, refused, "--option", "echo_gain=2", *extra, check=False)
+        assert_one_line_error(
+            result,
+            "InferenceConfig.backend_options",
+            "numpy-gain backend accepts no backend options",
+            "'echo_gain'",
+        )
+        assert not refused.exists()
+    # an option of the first backend is not passed on to the --then one
+    result = run_infer(
+        gain, test, refused, "--then", "object-echo", "--option", "newton_fraction=1", check=False
+    )
+    assert_one_line_error(result, "object-echo backend has no option 'newton_fraction'")
+
+
+def test_demo_options_go_to_its_training(tmp_path: Path) -> None:
+    from ptycho_core.workflows import load_inference_bundle
+
+    demo = ("--quiet", "demo", "--backend", TEST_BACKEND, "--epochs", "1", "--n-groups", "16")
+    refused = run(
+        *demo, "--output-dir", str(tmp_path / "no"), "--option", "echo_gain=2", check=False
+    )
+    assert_one_line_error(refused, "numpy-gain backend has no option 'echo_gain'")
+    assert not (tmp_path / "no").exists()  # refused before anything was simulated
+    out = tmp_path / "demo"
+    run(*demo, "--output-dir", str(out), "--option", "newton_fraction=1")
+    model, _ = load_inference_bundle(out / "model.ptycho")
+    assert dict(model.config.backend_options) == {"newton_fraction": 1}

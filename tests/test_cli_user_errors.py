@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_helpers import run_cli
+from cli_helpers import assert_one_line_error, run_cli
 
 from ptycho_core.bundle import MANIFEST_NAME, write_bundle
 from ptycho_core.config import TrainingConfig
@@ -183,6 +183,49 @@ def test_each_user_error_is_one_line_and_exit_2(
     named = [arg for arg in args if arg in names.values() and not arg.endswith("out")]
     assert any(path in lines[0] for path in named), (case, lines[0])
     assert not (tmp_path / "out").exists()
+
+
+OPTION_CASES = {
+    "option epie does not declare": (
+        ("--backend", "epie", "--option", "foo=1"),
+        ("TrainingConfig.backend_options", "epie backend", "'foo'"),
+    ),
+    "option numpy-gain does not declare": (
+        ("--backend", "numpy-gain", "--option", "probe_modes=2"),
+        ("numpy-gain backend has no option 'probe_modes'", "'newton_fraction'"),
+    ),
+    "option value the backend refuses": (
+        ("--backend", "numpy-gain", "--option", "newton_fraction=2"),
+        ("['newton_fraction']", "expects a finite number in (0.0, 1.0]", "found 2"),
+    ),
+    "option value of no permitted type": (
+        ("--backend", "numpy-gain", "--option", f"newton_fraction={'x' * 1025}"),
+        ("TrainingConfig.backend_options['newton_fraction']", "at most 1024 characters"),
+    ),
+    "option name that is no option name": (
+        ("--backend", "numpy-gain", "--option", "Newton=1"),
+        ("TrainingConfig.backend_options", "found 'Newton'"),
+    ),
+    "option without '='": (
+        ("--backend", "numpy-gain", "--option", "newton_fraction"),
+        ("--option: expected NAME=VALUE, found 'newton_fraction'",),
+    ),
+    "option given twice": (
+        ("--backend", "numpy-gain", "--option", "a=1", "--option", "a=2"),
+        ("--option: expected each NAME once, found 'a' twice",),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OPTION_CASES))
+def test_a_refused_backend_option_is_one_line_naming_it(
+    case: str, files: dict[str, Path], tmp_path: Path
+) -> None:
+    flags, fragments = OPTION_CASES[case]
+    out = tmp_path / "out"
+    result = ptycho("train", str(files["valid"]), "--output-dir", str(out), *flags)
+    assert_one_line_error(result, *fragments)
+    assert not out.exists()
 
 
 def test_an_invalid_limit_in_the_environment_is_one_line(files: dict[str, Path]) -> None:

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from cli_helpers import run_cli
 
+from ptycho_core.backend_options import resolve_backend_options
 from ptycho_core.bundle import read_bundle, write_bundle
 from ptycho_core.errors import BundleError
 from ptycho_core.protocol import TrainedModel
@@ -73,7 +74,7 @@ def test_check_backend_report_for_numpy_gain(tmp_path: Path) -> None:
     report.raise_if_failed()  # nothing to raise
     assert (tmp_path / "model.ptycho").is_file()  # a given tmp_dir is kept
     text = str(report)
-    assert "23 passed, 0 failed, 2 skipped" in text
+    assert "24 passed, 0 failed, 2 skipped" in text
     assert json.loads(json.dumps(report.to_dict()))["passed"] is True
 
 
@@ -231,6 +232,32 @@ class UnseededTraining(Gain):
         return dataclasses.replace(model, network=np.asarray(model.network * jitter))
 
 
+class IgnoresTrainingOptions(Gain):
+    """Trains with whatever backend_options it is given, reading none of them."""
+
+    name = "broken-train-options"
+
+    def _training_options(self, config: Any) -> dict[str, Any]:
+        return {"newton_fraction": 0.5}
+
+
+class IgnoresInferenceOptions(Gain):
+    name = "broken-infer-options"
+
+    def _inference_options(self, config: Any) -> dict[str, Any]:
+        return {}
+
+
+class MisdeclaredOptions(Gain):
+    name = "broken-option-declaration"
+    inference_options = ("echo_gain",)  # type: ignore[assignment]  # names, not BackendOptions
+
+    def _inference_options(self, config: Any) -> dict[str, Any]:
+        return resolve_backend_options(
+            self.name, config.backend_options, (), field="InferenceConfig.backend_options"
+        )
+
+
 class Complex128Output(Gain):
     name = "broken-infer-output"
 
@@ -271,6 +298,7 @@ class Lenient(Gain):
             raise ValueError(f"{self.name}: data N={data.N}, model N={model.N}")
         if self.check_channels and data.channels != model.config.model.channels:
             raise ValueError(f"{self.name}: data channels {data.channels}")
+        self._inference_options(config)
         return constant_patches(model, data, config, hooks)
 
 
@@ -399,6 +427,17 @@ class InfersFromForeignModels(Echo):
 
 BROKEN = [
     (BadDescription, "check_protocol", ["'description' to be a str", "int"]),
+    (MisdeclaredOptions, "check_protocol", ["'inference_options' to be a tuple of BackendOption"]),
+    (
+        IgnoresTrainingOptions,
+        "check_unknown_option",
+        ["train with TrainingConfig.backend_options", "no_such_option_for_conformance"],
+    ),
+    (
+        IgnoresInferenceOptions,
+        "check_unknown_option",
+        ["infer with InferenceConfig.backend_options", "to raise ValueError", "returned"],
+    ),
     (MisspelledCapability, "check_protocol", ["capability names among", "'determinstic'"]),
     (StartCountsAllGroups, "check_train_start_hook", ["n_groups=", "n_groups=24"]),
     (NumpyFloatLosses, "check_epoch_end_hook", ["Python float", "numpy.float32"]),

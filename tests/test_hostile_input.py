@@ -362,6 +362,48 @@ def test_a_valid_config_with_any_field_swapped_parses_or_is_a_config_error(
     assert kind.from_dict(config.to_dict()) == config
 
 
+OPTION_LIKE = st.dictionaries(
+    st.from_regex(r"[a-z][a-z0-9_]{0,3}", fullmatch=True) | st.text(max_size=4),
+    JSON | st.integers(min_value=-(10**30), max_value=10**30) | st.text(min_size=1020),
+    max_size=4,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(kind=st.sampled_from([TrainingConfig, InferenceConfig]), value=JSON | OPTION_LIKE)
+def test_any_json_as_backend_options_parses_or_is_a_config_error(kind: type, value: Any) -> None:
+    text = json.dumps({"backend_options": value})
+    try:
+        config = kind.from_json(text)
+    except ConfigError as error:
+        assert f"{kind.__name__}.backend_options" in str(error)
+        return
+    assert isinstance(value, dict) and dict(config.backend_options) == value
+    assert kind.from_json(config.to_json()) == config
+
+
+@settings(HOSTILE, max_examples=150)
+@given(value=JSON | OPTION_LIKE)
+def test_a_bundle_with_any_backend_options_loads_or_is_refused(
+    value: Any, bundle_bytes: bytes, tmp_path: Path
+) -> None:
+    members = members_of(bundle_bytes)
+    index = next(i for i, (info, _) in enumerate(members) if info.filename == MANIFEST_NAME)
+    manifest = json.loads(members[index][1])
+    manifest["config"]["backend_options"] = value
+    members[index] = (members[index][0], json.dumps(manifest).encode())
+    path = tmp_path / "options.ptycho"
+    path.write_bytes(build_zip(members))
+    try:
+        model = load_bundle(path)
+    except BundleError as error:
+        message = str(error)  # the manifest's JSON is strict: no Infinity either
+        assert str(path) in message
+        assert "backend_options" in message or "non-standard JSON constant" in message
+        return
+    assert dict(model.config.backend_options) == value
+
+
 @settings(max_examples=100, deadline=None)
 @given(text=st.text(max_size=40) | st.sampled_from(["[" * 100_000, '{"model": ' * 50_000]))
 def test_any_text_parses_or_is_a_config_error(text: str) -> None:

@@ -253,3 +253,42 @@ def test_reconstruct_hybrid_starts_the_solver_from_the_first_result(gain_model, 
     with pytest.raises(CapabilityError, match="backend numpy-gain cannot start from"):
         workflows.reconstruct_hybrid(gain_model, test, TEST_BACKEND, hooks=hooks)
     assert recorder.events == []
+
+
+def test_reconstruct_hybrid_gives_then_options_to_the_solver_only(gain_model, datasets) -> None:  # type: ignore[no-untyped-def]
+    test = datasets[1]
+    first, final = workflows.reconstruct_hybrid(
+        gain_model, test, "object-echo", then_options={"echo_gain": 3.0}
+    )
+    covered = first.stitched.covered_above(1 - 1e-6)
+    np.testing.assert_allclose(
+        final.stitched.image[covered], 3 * first.stitched.image[covered], rtol=1e-5
+    )
+    # an option the solver does not declare is refused before the first pass runs
+    recorder = Recorder()
+    hooks = make_plugin_manager(recorder, load_entry_points=False).hook
+    with pytest.raises(ConfigError, match="object-echo backend has no option 'echo_gian'"):
+        workflows.reconstruct_hybrid(
+            gain_model, test, "object-echo", hooks=hooks, then_options={"echo_gian": 3.0}
+        )
+    assert recorder.events == []
+    # the first pass takes its own options from its config: numpy-gain declares none
+    with pytest.raises(ConfigError, match="numpy-gain backend accepts no backend options"):
+        workflows.reconstruct_hybrid(
+            gain_model,
+            test,
+            "object-echo",
+            config=InferenceConfig(backend_options={"echo_gain": 3.0}),
+        )
+
+
+def test_check_backend_options_resolves_against_the_declarations() -> None:
+    assert workflows.check_backend_options("object-echo", {}, "inference") == {"echo_gain": 1.0}
+    assert workflows.check_backend_options(TEST_BACKEND, {"newton_fraction": 1}, "training") == {
+        "newton_fraction": 1
+    }
+    with pytest.raises(ConfigError, match=r"TrainingConfig\.backend_options\['newton_fraction'\]"):
+        workflows.check_backend_options(TEST_BACKEND, {"newton_fraction": 0}, "training")
+    # a value no option may have is refused as the config would refuse it, whatever the check
+    with pytest.raises(ConfigError, match=r"InferenceConfig\.backend_options\['echo_gain'\]"):
+        workflows.check_backend_options("object-echo", {"echo_gain": [2.0]}, "inference")

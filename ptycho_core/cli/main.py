@@ -20,9 +20,9 @@ from typing import Any
 
 from ptycho_core._version import __version__
 from ptycho_core.config import ACCELERATORS, PRECISIONS, InferenceConfig, TrainingConfig
-from ptycho_core.errors import PtychoError
+from ptycho_core.errors import ConfigError, PtychoError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "option_value", "parse_options"]
 
 EXIT_USER_ERROR = 2
 BUNDLE_NAME = "model.ptycho"
@@ -65,6 +65,47 @@ def _at_least(low: int) -> Callable[[str], int]:
 
     parse.__name__ = "int"  # argparse names the type in its messages
     return parse
+
+
+def option_value(text: str) -> bool | int | float | str:
+    """The value of ``--option NAME=VALUE``: a JSON scalar when ``text`` is one, else ``text``.
+
+    ``true``/``false``, numbers and ``"quoted strings"`` are read as JSON; anything else
+    (including ``null``, arrays, objects, ``NaN`` and numbers too large to be finite) is
+    taken as the raw string.
+    """
+    try:
+        value = json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        return text
+    if isinstance(value, float) and not math.isfinite(value):
+        return text
+    return value if isinstance(value, bool | int | float | str) else text
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a finite number")
+
+
+def parse_options(items: Sequence[str] | None) -> dict[str, Any]:
+    """``--option NAME=VALUE`` items as a mapping; values as :func:`option_value` reads them.
+
+    An item without ``=`` or with an empty NAME, and a NAME given twice, raise
+    :class:`~ptycho_core.errors.ConfigError`. Names and values are checked further by the
+    config that receives them and by the backend.
+    """
+    options: dict[str, Any] = {}
+    for item in items or ():
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"--option: expected NAME=VALUE, found {item!r}")
+        if name in options:
+            raise ConfigError(
+                f"--option: expected each NAME once, found {name!r} twice "
+                f"({name}={options[name]!r} and {item!r})"
+            )
+        options[name] = option_value(text)
+    return options
 
 
 # -- commands -------------------------------------------------------------------------
@@ -137,6 +178,9 @@ def _training_config(args: argparse.Namespace) -> TrainingConfig:
     if args.all_groups:
         changes["n_groups"] = None
     model = base.model.replace(**model_changes) if model_changes else base.model
+    options = parse_options(args.option)
+    if options:  # each --option replaces the config file's entry of that name
+        changes["backend_options"] = {**base.backend_options, **options}
     return base.replace(
         model=model,
         train_data_file=str(args.data),
@@ -147,9 +191,15 @@ def _training_config(args: argparse.Namespace) -> TrainingConfig:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ptycho_core.outputs import output_set, prepare_output_dir
-    from ptycho_core.workflows import save_model, summarize_history, train_cdi_model
+    from ptycho_core.workflows import (
+        check_backend_options,
+        save_model,
+        summarize_history,
+        train_cdi_model,
+    )
 
     config = _training_config(args)
+    check_backend_options(config.backend, config.backend_options, "training")  # before the data
     output = prepare_output_dir(args.output_dir)  # before the compute, not after it
     results = train_cdi_model(args.data, None, config, hooks=_progress(args))
     model = results["model"]
@@ -172,11 +222,11 @@ def _is_primary_process() -> bool:
 def cmd_infer(args: argparse.Namespace) -> int:
     from ptycho_core.bundle import BUNDLE_EXTENSION
     from ptycho_core.cli.figures import save_image
-    from ptycho_core.errors import ConfigError
     from ptycho_core.outputs import output_set, prepare_output_dir
     from ptycho_core.protocol import SupportsInitialObject
     from ptycho_core.results import save_reconstruction
     from ptycho_core.workflows import (
+        check_backend_options,
         load_inference_bundle,
         reconstruct,
         reconstruct_hybrid,
@@ -185,6 +235,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
     if args.nphotons is not None and not args.refine_epochs:
         raise ConfigError("--nphotons sets the photons of a refinement; give --refine-epochs K > 0")
+    options = parse_options(args.option)  # for the backend that reconstructs last
     output = prepare_output_dir(args.output_dir)
     model, _ = load_inference_bundle(args.bundle, backend=args.backend)
     then = None
@@ -192,6 +243,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
         is_bundle = args.then.endswith(BUNDLE_EXTENSION)
         then = load_inference_bundle(args.then)[0] if is_bundle else args.then
         require_capability(then if isinstance(then, str) else then.backend, SupportsInitialObject)
+    # refused before a refinement or a first pass runs for nothing
+    check_backend_options(model.backend if then is None else _name(then), options, "inference")
     hooks = _progress(args)
     changes = {
         key: value
@@ -203,6 +256,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
             "accelerator": args.accelerator,
             "devices": args.devices,
             "iterations": args.iterations if then is None else None,
+            "backend_options": options if then is None else None,
         }.items()
         if value is not None
     }
@@ -223,7 +277,13 @@ def cmd_infer(args: argparse.Namespace) -> int:
             how = result.backend
         else:
             first, result = reconstruct_hybrid(
-                model, args.data, then, iterations=args.iterations, config=config, hooks=hooks
+                model,
+                args.data,
+                then,
+                iterations=args.iterations,
+                config=config,
+                hooks=hooks,
+                then_options=options,
             )
             initial = Path("initial") / "reconstruction.npz"
             save_reconstruction(first.stitched, stage / initial, backend=first.backend)
@@ -236,6 +296,11 @@ def cmd_infer(args: argparse.Namespace) -> int:
         f"reconstructed {result.n_groups} groups with {how}; wrote {', '.join(written)} in {output}"
     )
     return 0
+
+
+def _name(then: Any) -> str:
+    """The backend of ``--then``: a name, or the backend of a loaded bundle."""
+    return then if isinstance(then, str) else then.backend
 
 
 def _refine(args: argparse.Namespace, model: Any, stage: Path, hooks: Any) -> Any:
@@ -330,11 +395,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
         nphotons=args.nphotons,
         precision=args.precision,
         hooks=_progress(args),
+        backend_options=parse_options(args.option),
     )
     return 0
 
 
 # -- parser ---------------------------------------------------------------------------
+
+
+def _add_backend_option(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument("--option", action="append", metavar="NAME=VALUE", help=help)
 
 
 def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
@@ -397,6 +467,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--all-groups", action="store_true", help="one group per scan position")
     train.add_argument("--strategy", help="multi-device strategy, e.g. ddp")
     train.add_argument("--num-nodes", type=int, help="machines taking part")
+    _add_backend_option(
+        train,
+        'backend option for training (repeatable; VALUE is JSON true/false/number/"string", '
+        "else a raw string); overrides the --config entry of that NAME",
+    )
     _add_runtime_options(train)
     train.set_defaults(run=cmd_train)
 
@@ -426,6 +501,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=_at_least(1),
         metavar="N",
         help="iterations of the iterative backend (default: the model's own, 50 for --then NAME)",
+    )
+    _add_backend_option(
+        infer,
+        "backend option for the reconstruction (repeatable): of the --then backend when "
+        "given, else of the bundle's backend",
     )
     _add_runtime_options(infer)
     infer.set_defaults(run=cmd_infer)
@@ -486,6 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--precision", choices=PRECISIONS, default="32", help="training precision (default 32)"
     )
+    _add_backend_option(demo, "backend option for the demo's training (repeatable)")
     demo.set_defaults(run=cmd_demo)
     return parser
 

@@ -71,6 +71,7 @@ from ptycho_core.testing.checks import (
     check_train_rejects_mismatch,
     check_train_start_hook,
     check_trained_model,
+    check_unknown_option,
     check_warm_start,
     check_warm_start_rejects_mismatch,
 )
@@ -117,6 +118,7 @@ __all__ = [
     "check_train_rejects_mismatch",
     "check_train_start_hook",
     "check_trained_model",
+    "check_unknown_option",
     "check_warm_start",
     "check_warm_start_rejects_mismatch",
     "parametrize_with_checks",

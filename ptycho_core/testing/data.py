@@ -39,6 +39,7 @@ __all__ = [
     "START_CROP",
     "START_FACTOR",
     "TRAIN_BATCH",
+    "UNKNOWN_OPTION",
     "VALIDATION_SPLIT",
     "fingerprint",
     "foreign_model",
@@ -66,6 +67,8 @@ VALIDATION_SPLIT = 0.25
 SEED = 3
 FOREIGN_BACKEND = "conformance-foreign"
 """Backend name of the bundles and models the kit forges to test refusals."""
+UNKNOWN_OPTION = "no_such_option_for_conformance"
+"""A backend option no backend declares: every backend must refuse it (§11)."""
 # The initial object of the initial-object checks: the true object cropped (so its origin
 # matters), rescaled and phase-shifted (scale and global phase are arbitrary, §9.2).
 START_CROP = (5, 3)

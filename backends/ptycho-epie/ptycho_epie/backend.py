@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import os
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from types import MappingProxyType
@@ -44,6 +44,7 @@ import numpy as np
 import scipy
 import scipy.fft
 
+from ptycho_core.backend_options import BackendOption, resolve_backend_options
 from ptycho_core.bundle import read_bundle, write_bundle
 from ptycho_core.config import InferenceConfig, TrainingConfig
 from ptycho_core.errors import BundleError, ConfigError
@@ -122,8 +123,14 @@ class EpieState:
         }
 
 
-def _check_config(name: str, config: TrainingConfig) -> None:
-    """Refuse settings ePIE cannot honour (the protocol forbids ignoring them silently)."""
+def _check_config(
+    name: str, config: TrainingConfig, declared: Sequence[BackendOption] = ()
+) -> dict[str, Any]:
+    """Refuse settings ePIE cannot honour (the protocol forbids ignoring them silently);
+    return the backend options, resolved against ``declared``."""
+    options = resolve_backend_options(
+        name, config.backend_options, declared, field="TrainingConfig.backend_options"
+    )
     refuse_network_settings(name, config, "ePIE")
     supported: Mapping[str, tuple[Any, ...]] = {
         "precision": ("32",),
@@ -140,6 +147,7 @@ def _check_config(name: str, config: TrainingConfig) -> None:
                 f"in single precision on one CPU process ({field_name} must be one of "
                 f"{', '.join(map(repr, allowed))})"
             )
+    return options
 
 
 def _patterns(groups: GroupedData) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -214,13 +222,17 @@ class EpieBackend:
     capabilities: Mapping[str, bool] = MappingProxyType(
         {"deterministic": True, "gridsize_gt_1": True}
     )
+    training_options: tuple[BackendOption, ...] = ()
+    """Backend options of ``train`` and ``model_from_probe``: none, so any is refused."""
+    inference_options: tuple[BackendOption, ...] = ()
+    """Backend options of ``infer`` and ``infer_from``: none, so any is refused."""
 
     # ------------------------------------------------------------------ checks
 
     # ------------------------------------------------------------------ train
 
     def train(self, data: TrainingData, config: TrainingConfig, *, hooks: Any) -> TrainedModel:
-        _check_config(self.name, config)
+        _check_config(self.name, config, self.training_options)
         data.check_fits(config, self.name)
         N = config.model.N
         train, validation = data.split(config.validation_split)
@@ -409,7 +421,7 @@ class EpieBackend:
         """A model for the normalised probe P̃ without training: :data:`DEFAULT_STEP`, gain 1
         (the object absorbs the data's scale), ``config.nepochs`` iterations,
         ``config.batch_size`` patterns per minibatch."""
-        _check_config(self.name, config)
+        _check_config(self.name, config, self.training_options)
         if config.backend != self.name:
             config = config.replace(backend=self.name)
         N = config.model.N
@@ -453,6 +465,12 @@ class EpieBackend:
         state = model.payload(self.name, EpieState)
         model.check_groups(data)
         config.require_single_device(self.name)
+        resolve_backend_options(
+            self.name,
+            config.backend_options,
+            self.inference_options,
+            field="InferenceConfig.backend_options",
+        )
         for field_name, allowed in (("precision", ("32",)), ("accelerator", ("auto", "cpu"))):
             if getattr(config, field_name) not in allowed:
                 raise ConfigError(

@@ -263,6 +263,33 @@ def test_inference_settings_epie_cannot_honour_are_refused(
         )
 
 
+def test_backend_options_are_refused_by_every_method_that_takes_a_config(
+    small_model: TrainedModel,
+) -> None:
+    """epie declares no backend options, so it refuses any rather than ignore it."""
+    epie = select_backend("epie")  # the installed distribution, through its entry point
+    assert epie.training_options == () and epie.inference_options == ()
+    options = {"probe_modes": 2}
+    data = default_dataset("test", n_positions=8)
+    groups = prepare_inference_data(data, small_model, InferenceConfig(backend="epie"))
+    start = stitch_patches(np.ones((8, 64, 64)), data.xcoords, data.ycoords)
+    training = TrainingConfig(backend="epie", nepochs=1, n_groups=8, backend_options=options)
+    inference = InferenceConfig(backend="epie", backend_options=options)
+    calls = {
+        "train": lambda: epie.train(prepare_training_data(data, training), training, hooks=QUIET),
+        "model_from_probe": lambda: epie.model_from_probe(small_model.probe, training),
+        "infer": lambda: epie.infer(small_model, groups, inference, hooks=QUIET),
+        "infer_from": lambda: epie.infer_from(small_model, groups, inference, start, hooks=QUIET),
+    }
+    for method, call in calls.items():
+        kind = "Inference" if method.startswith("infer") else "Training"
+        with pytest.raises(ValueError, match=f"{kind}Config.backend_options") as caught:
+            call()
+        message = str(caught.value)
+        assert "the epie backend accepts no backend options" in message, (method, message)
+        assert "'probe_modes'" in message, (method, message)
+
+
 def _bundle_with_payload(path: Path, model: TrainedModel, arrays: dict) -> Path:
     write_bundle(
         path, model, lambda folder: np.savez(folder / PAYLOAD_FILE, **arrays), framework={}

@@ -41,6 +41,7 @@ from ptycho_core.testing.checks.refusals import (
     check_load_rejects_foreign_bundle,
     check_save_rejects_foreign_model,
     check_train_rejects_mismatch,
+    check_unknown_option,
 )
 from ptycho_core.testing.checks.training import (
     check_epoch_end_hook,
@@ -75,6 +76,7 @@ __all__ = [
     "check_train_rejects_mismatch",
     "check_train_start_hook",
     "check_trained_model",
+    "check_unknown_option",
     "check_warm_start",
     "check_warm_start_rejects_mismatch",
     "select_checks",
@@ -95,6 +97,7 @@ CHECKS: tuple[Check, ...] = (
     check_infer_rejects_wrong_n,
     check_infer_rejects_wrong_gridsize,
     check_infer_rejects_foreign_model,
+    check_unknown_option,
     check_inputs_unchanged,
     check_save_load_round_trip,
     check_bundle_manifest,

@@ -10,6 +10,7 @@ import sys
 import textwrap
 from collections.abc import Mapping
 
+from ptycho_core.backend_options import OPTION_KINDS, declared_options
 from ptycho_core.backend_selector import available_backends, backend_info, protocol_problem
 from ptycho_core.protocol import KNOWN_CAPABILITIES, DeclaresCapabilities, SupportsForward
 from ptycho_core.testing.checks.support import fail, rule_check
@@ -22,7 +23,7 @@ __all__ = ["check_protocol", "check_selection_imports"]
 _CORE_MODULES = frozenset({"numpy", "scipy", "pluggy", "ptycho_core", "importlib_metadata"})
 
 
-@rule_check("protocol", "§1, §2 step 7, §5")
+@rule_check("protocol", "§1, §2 step 7, §5, §11")
 def check_protocol(h: BackendHarness) -> None:
     """The object has a string ``name`` and callable ``train``/``infer``/``save``/``load``
     accepting the protocol's calls; optional extras have the reserved types; a backend
@@ -58,6 +59,13 @@ def check_protocol(h: BackendHarness) -> None:
         not_bool = sorted(str(k) for k, v in capabilities.items() if not isinstance(v, bool))
         if not_bool:
             raise fail(h, me, "capability values True or False", f"non-bool values for {not_bool}")
+    for kind, attribute in OPTION_KINDS.items():
+        try:
+            declared_options(backend, kind)  # type: ignore[arg-type]
+        except TypeError as error:
+            raise fail(
+                h, me, f"'{attribute}' to be a tuple of BackendOption when present", str(error)
+            ) from error
     if h.selected_by_name:
         info = backend_info(h.name)
         if not info.usable:

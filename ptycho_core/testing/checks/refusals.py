@@ -1,5 +1,6 @@
 """Checks that wrong inputs are refused with the protocol's errors: mismatched configs,
-data of another size, models and bundles of another backend, corrupt bundles (§4)."""
+data of another size, models and bundles of another backend, corrupt bundles (§4), backend
+options the backend does not know (§11)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,12 @@ from ptycho_core.config import SUPPORTED_N
 from ptycho_core.errors import BackendMismatchError, BundleError
 from ptycho_core.protocol import TrainedModel
 from ptycho_core.testing.checks.support import expect_raises, fail, rule_check
-from ptycho_core.testing.data import FOREIGN_BACKEND, foreign_model, groups_with
+from ptycho_core.testing.data import (
+    FOREIGN_BACKEND,
+    UNKNOWN_OPTION,
+    foreign_model,
+    groups_with,
+)
 from ptycho_core.testing.harness import BackendHarness, HookRecorder
 
 __all__ = [
@@ -23,6 +29,7 @@ __all__ = [
     "check_load_rejects_foreign_bundle",
     "check_save_rejects_foreign_model",
     "check_train_rejects_mismatch",
+    "check_unknown_option",
 ]
 
 
@@ -201,3 +208,39 @@ def check_load_rejects_corrupt_bundle(h: BackendHarness) -> None:
         (missing, "a missing file"),
     ):
         expect_raises(h, me, lambda path=path: h.backend.load(path), BundleError, f"load of {what}")
+
+
+@rule_check("unknown-option", "§11")
+def check_unknown_option(h: BackendHarness) -> None:
+    """``train`` (before the first epoch) and ``infer`` raise ValueError naming an option in
+    ``backend_options`` that the backend does not declare, instead of ignoring it."""
+    me = check_unknown_option
+    options = {UNKNOWN_OPTION: 1}
+    config = h.training_config(backend_options=options)
+    data = h.training_data(config)
+    recorder = HookRecorder()
+    what = f"train with TrainingConfig.backend_options={options!r}"
+    expect_raises(
+        h,
+        me,
+        lambda: h.backend.train(data, config, hooks=recorder.relay()),
+        ValueError,
+        what,
+        must_name=(UNKNOWN_OPTION,),
+    )
+    if recorder.named("epoch_end"):
+        raise fail(h, me, f"{what} to fail before the first epoch", "ptycho_epoch_end was called")
+    model = h.model
+    expect_raises(
+        h,
+        me,
+        lambda: h.backend.infer(
+            model,
+            h.groups(),
+            h.inference_config(backend_options=options),
+            hooks=HookRecorder().relay(),
+        ),
+        ValueError,
+        f"infer with InferenceConfig.backend_options={options!r}",
+        must_name=(UNKNOWN_OPTION,),
+    )

@@ -7,6 +7,8 @@ not cover and 0 outside its image. It fits no scale (it predicts nothing to fit)
 records every initial object it receives in ``received``, on the backend instance. So a
 test can see that an object handed to a workflow or to ``ptycho infer --then`` reaches
 the backend unchanged, values and origin. ``model_from_probe`` gives the zero object.
+Its one inference option, ``echo_gain`` (default 1), multiplies every patch that ``infer``
+and ``infer_from`` return, so a test can see which backend an option reached.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ptycho_core.backend_options import BackendOption, real_in
 from ptycho_core.config import InferenceConfig, TrainingConfig
 from ptycho_core.geometry import extract_patches
 from ptycho_core.grouping import GroupedData
@@ -29,8 +32,21 @@ class ObjectEchoBackend(NumpyGainBackend):
 
     name = "object-echo"
 
+    inference_options: tuple[BackendOption, ...] = (
+        BackendOption(
+            "echo_gain", "factor of every returned patch", real_in(0.0, 1e6, low_open=True), 1.0
+        ),
+    )
+
     def __init__(self) -> None:
         self.received: list[Stitched] = []
+
+    def infer(
+        self, model: TrainedModel, data: GroupedData, config: InferenceConfig, *, hooks: Any
+    ) -> np.ndarray:
+        out = super().infer(model, data, config, hooks=hooks)
+        gain = self._inference_options(config)["echo_gain"]
+        return out if gain == 1.0 else (out * np.float32(gain)).astype(np.complex64)
 
     def infer_from(
         self,
@@ -44,8 +60,9 @@ class ObjectEchoBackend(NumpyGainBackend):
         constant = model.payload(self.name, np.ndarray)
         model.check_groups(data)
         config.require_no_iterations(self.name)
+        gain = self._inference_options(config)["echo_gain"]
         self.received.append(initial_object)
-        image = np.where(initial_object.covered, initial_object.image, constant)
+        image = np.where(initial_object.covered, initial_object.image, constant) * gain
         row0, col0 = initial_object.origin
         centres = data.coords_offsets[:, 0, :, 0]
         out = np.empty((data.n_groups, data.N, data.N, 1), dtype=np.complex64)
@@ -57,6 +74,7 @@ class ObjectEchoBackend(NumpyGainBackend):
         return out
 
     def model_from_probe(self, probe: np.ndarray, config: TrainingConfig) -> TrainedModel:
+        self._training_options(config)
         N = config.model.N
         if np.shape(probe) != (N, N):
             raise ValueError(f"{self.name}: expected a ({N}, {N}) probe, found {np.shape(probe)}")

@@ -8,7 +8,8 @@ physics is ptycho's: the predicted amplitude of a pattern is
 so it equals s₀ · |c| · A(P̃) and only |c| can be learned (a global phase is
 invisible in the data). Training minimises the mean squared amplitude error against
 the targets s₀·X_n by one gradient step on c per epoch (the gradient accumulated over
-minibatches of ``config.batch_size``), each half the Newton step: starting from c = 1,
+minibatches of ``config.batch_size``), each half the Newton step (the backend option
+``newton_fraction``, ``--option newton_fraction=F``, sets another fraction): starting from c = 1,
 after k epochs |c| = |c|* + (1 − |c|*)·2⁻ᵏ exactly, where |c|* is the least-squares
 optimum, so the loss falls every epoch and the result is deterministic. ``train_from``
 (the optional warm start) runs the same steps from a trained model's c instead of 1.
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ptycho_core.backend_options import BackendOption, real_in, resolve_backend_options
 from ptycho_core.bundle import read_bundle, write_bundle
 from ptycho_core.config import InferenceConfig, TrainingConfig
 from ptycho_core.errors import BundleError
@@ -63,9 +65,34 @@ class NumpyGainBackend:
     """Fits a complex constant object to normalised diffraction amplitudes with numpy."""
 
     name = "numpy-gain"
+    training_options: tuple[BackendOption, ...] = (
+        BackendOption(
+            "newton_fraction",
+            "fraction of the Newton step taken each epoch",
+            real_in(0.0, 1.0, low_open=True),
+            default=0.5,
+        ),
+    )
+    inference_options: tuple[BackendOption, ...] = ()
 
     def train(self, data: TrainingData, config: TrainingConfig, *, hooks: Any) -> TrainedModel:
         return self._fit(data, config, hooks, np.complex128(1.0))
+
+    def _training_options(self, config: TrainingConfig) -> dict[str, Any]:
+        return resolve_backend_options(
+            self.name,
+            config.backend_options,
+            self.training_options,
+            field="TrainingConfig.backend_options",
+        )
+
+    def _inference_options(self, config: InferenceConfig) -> dict[str, Any]:
+        return resolve_backend_options(
+            self.name,
+            config.backend_options,
+            self.inference_options,
+            field="InferenceConfig.backend_options",
+        )
 
     def train_from(
         self, model: TrainedModel, data: TrainingData, config: TrainingConfig, *, hooks: Any
@@ -78,6 +105,7 @@ class NumpyGainBackend:
     def _fit(
         self, data: TrainingData, config: TrainingConfig, hooks: Any, c: np.complex128
     ) -> TrainedModel:
+        fraction = self._training_options(config)["newton_fraction"]
         data.check_fits(config, self.name)
         train, validation = data.split(config.validation_split)
         hooks.ptycho_train_start(backend=self.name, config=config, n_groups=train.n_groups)
@@ -86,7 +114,7 @@ class NumpyGainBackend:
         mean_a2 = float(np.mean(a_p**2))
         # d loss / d|c| = 2 s₀² (|c|·mean(A²) − mean(A·X)); one step per epoch of half the
         # Newton step, so |c| − |c|* halves every epoch.
-        step = 0.5 / (2 * s0**2 * mean_a2)
+        step = fraction / (2 * s0**2 * mean_a2)
         history: dict[str, list[float]] = {"loss": []}
         if validation is not None:
             history["val_loss"] = []
@@ -123,6 +151,7 @@ class NumpyGainBackend:
         model.payload(self.name, np.ndarray)
         model.check_groups(data)
         config.require_no_iterations(self.name)
+        self._inference_options(config)
         return constant_patches(model, data, config, hooks)
 
     def forward(
