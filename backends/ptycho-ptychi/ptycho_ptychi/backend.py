@@ -32,6 +32,7 @@ from types import MappingProxyType
 from typing import Any
 
 import numpy as np
+
 from ptycho_core.backend_options import (
     BackendOption,
     boolean,
@@ -40,7 +41,6 @@ from ptycho_core.backend_options import (
     real_in,
     resolve_backend_options,
 )
-
 from ptycho_core.bundle import read_bundle, write_bundle
 from ptycho_core.config import InferenceConfig, TrainingConfig
 from ptycho_core.errors import BundleError, ConfigError
