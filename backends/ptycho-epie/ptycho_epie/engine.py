@@ -33,6 +33,8 @@ import numpy as np
 import scipy.fft
 import scipy.ndimage
 
+from ptycho_core.geometry import extract_patches_spline
+
 __all__ = [
     "Losses",
     "Scan",
@@ -364,36 +366,10 @@ def measure(
 def extract_patches(
     obj: np.ndarray, scan: Scan, x: np.ndarray, y: np.ndarray, workers: int
 ) -> np.ndarray:
-    """(b, N, N) complex64 patches ``object(y + i − N/2, x + j − N/2)`` of the canvas.
-
-    Sub-pixel positions are interpolated with cubic B-splines (``scipy.ndimage``), which
-    neither blur like bilinear interpolation nor ring like a Fourier shift of a
-    non-periodic window. Outside the canvas the object is taken as 0.
-    """
+    """(b, N, N) complex64 patches ``object(y + i − N/2, x + j − N/2)`` of the canvas,
+    cubic-spline interpolated (:func:`ptycho_core.geometry.extract_patches_spline`)."""
     del workers  # the spline interpolation is single-threaded
-    N = scan.N
     row0, col0 = scan.origin
-    offsets = np.arange(N, dtype=np.float64) - N / 2
-    rows = (np.asarray(y, dtype=np.float64) - row0)[:, None] + offsets[None, :]
-    cols = (np.asarray(x, dtype=np.float64) - col0)[:, None] + offsets[None, :]
-    b = rows.shape[0]
-    coordinates = np.stack(
-        [
-            np.broadcast_to(rows[:, :, None], (b, N, N)),
-            np.broadcast_to(cols[:, None, :], (b, N, N)),
-        ]
+    return extract_patches_spline(
+        obj, np.asarray(x, dtype=np.float64) - col0, np.asarray(y, dtype=np.float64) - row0, scan.N
     )
-    out = np.empty((b, N, N), dtype=np.complex64)
-    for part, target in ((obj.real, out.real), (obj.imag, out.imag)):
-        coefficients = scipy.ndimage.spline_filter(part.astype(np.float64), order=3, mode="mirror")
-        target[...] = scipy.ndimage.map_coordinates(
-            coefficients, coordinates, order=3, mode="mirror", prefilter=False
-        )
-    inside = (
-        (rows[:, :, None] >= -0.5)
-        & (rows[:, :, None] <= obj.shape[0] - 0.5)
-        & (cols[:, None, :] >= -0.5)
-        & (cols[:, None, :] <= obj.shape[1] - 0.5)
-    )
-    out[~inside] = 0
-    return out

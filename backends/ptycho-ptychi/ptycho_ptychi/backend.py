@@ -44,7 +44,7 @@ from ptycho_core.backend_options import (
 from ptycho_core.bundle import read_bundle, write_bundle
 from ptycho_core.config import InferenceConfig, TrainingConfig
 from ptycho_core.errors import BundleError, ConfigError
-from ptycho_core.geometry import extract_patches
+from ptycho_core.geometry import extract_patches, extract_patches_spline
 from ptycho_core.grouping import GroupedData
 from ptycho_core.iterative import (
     Patterns,
@@ -96,6 +96,12 @@ _COMMON_TRAINING: tuple[BackendOption, ...] = (
     ),
 )
 _COMMON_INFERENCE: tuple[BackendOption, ...] = (
+    BackendOption(
+        "probe_correction",
+        "refine the trained probe on the data being reconstructed (pty-chi's usual practice)",
+        boolean,
+        default=True,
+    ),
     BackendOption(
         "position_correction",
         "correct the scan's positions while reconstructing",
@@ -392,7 +398,7 @@ class PtychiBackend:
             gpu=gpu,
             double=bool(options["double_precision"]),
             probe_modes=int(state.probe.shape[0]),
-            refine_probe=False,
+            refine_probe=bool(options["probe_correction"]),
             refine_positions=bool(options["position_correction"]),
         )
         total = data.n_groups
@@ -420,7 +426,7 @@ class PtychiBackend:
         out = np.empty((total, data.N, data.N, 1), dtype=np.complex64)
         for first in range(0, total, config.batch_size):
             last = min(first + config.batch_size, total)
-            out[first:last, :, :, 0] = extract_patches(
+            out[first:last, :, :, 0] = extract_patches_spline(
                 obj, centres[first:last, 0] - cols, centres[first:last, 1] - rows, data.N
             )
         hooks.ptycho_infer_progress(done=total, total=total)

@@ -38,25 +38,32 @@ class Engine:
     """Name in messages ('LSQML')."""
     options_class: str
     """pty-chi's options class for the engine, in ``ptychi.api``."""
-    configure: Callable[[Any, Any, Mapping[str, Any]], None]
-    """Applies the engine's own settings to a fresh options object: (api, options, settings)."""
+    configure: Callable[[Any, Any, Run], None]
+    """Applies the engine's own settings and batching to fresh options: (api, options, run)."""
 
 
-def _lsqml(api: Any, options: Any, settings: Mapping[str, Any]) -> None:
+def _lsqml(api: Any, options: Any, run: Run) -> None:
     noise = {"gaussian": api.NoiseModels.GAUSSIAN, "poisson": api.NoiseModels.POISSON}
-    options.reconstructor_options.noise_model = noise[settings["noise_model"]]
+    options.reconstructor_options.noise_model = noise[run.settings["noise_model"]]
+    options.reconstructor_options.batch_size = run.batch_size
 
 
-def _rpie(api: Any, options: Any, settings: Mapping[str, Any]) -> None:
+def _rpie(api: Any, options: Any, run: Run) -> None:
     del api
-    options.object_options.alpha = float(settings["alpha"])
-    options.probe_options.alpha = float(settings["alpha"])
+    options.object_options.alpha = float(run.settings["alpha"])
+    options.probe_options.alpha = float(run.settings["alpha"])
+    options.reconstructor_options.batch_size = run.batch_size
 
 
-def _dm(api: Any, options: Any, settings: Mapping[str, Any]) -> None:
+def _dm(api: Any, options: Any, run: Run) -> None:
+    """DM updates every position each iteration; the batch size only sets how many exit
+    waves are held at once (pty-chi's chunk length, which does not change the result).
+    DM records its own error, so no other loss is asked for."""
     del api
-    relaxation = float(settings["exit_wave_relaxation"])
-    options.reconstructor_options.exit_wave_update_relaxation = relaxation
+    reconstructor = options.reconstructor_options
+    reconstructor.exit_wave_update_relaxation = float(run.settings["exit_wave_relaxation"])
+    reconstructor.chunk_length = run.batch_size
+    reconstructor.displayed_loss_function = None
 
 
 ENGINES: Mapping[str, Engine] = {
@@ -142,9 +149,10 @@ def _options(api: Any, run: Run) -> Any:
     options = getattr(api, run.engine.options_class)()
     reconstructor = options.reconstructor_options
     reconstructor.num_epochs = run.epochs
-    reconstructor.batch_size = run.batch_size
     reconstructor.random_seed = run.seed
-    reconstructor.allow_nondeterministic_algorithms = False
+    # pty-chi's "non-deterministic" patch accumulation (scatter_add_) is only so on a GPU;
+    # on the CPU it is deterministic and far faster than the alternative (index_put_)
+    reconstructor.allow_nondeterministic_algorithms = True
     reconstructor.default_device = api.Devices.GPU if run.gpu else api.Devices.CPU
     reconstructor.default_dtype = api.Dtypes.FLOAT64 if run.double else api.Dtypes.FLOAT32
     placement = options.object_options
@@ -153,7 +161,7 @@ def _options(api: Any, run: Run) -> Any:
     options.object_options.optimizable = True
     options.probe_options.optimizable = run.refine_probe
     options.probe_position_options.optimizable = run.refine_positions
-    run.engine.configure(api, options, run.settings)
+    run.engine.configure(api, options, run)
     return options
 
 
