@@ -228,8 +228,8 @@ def _estimates(previous: dict[str, Any], quick: bool) -> Any:
             entry = quality.get(d, {}).get(backend)
             if not isinstance(entry, dict):
                 continue
-            if what == "train":
-                return float(entry["train_seconds"]) + 10.0  # + start-up and saving
+            if what == "train":  # a demo's training time leaves out start-up and saving
+                return float(entry["train_seconds"]) + (10.0 if "demo_seconds" in entry else 0.0)
             if what in ("single", "refined") and what in entry:
                 return float(entry[what]["seconds"]) + EVALUATE_S
             if what == "refine-sizing" and "refined" in entry:

@@ -302,3 +302,12 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
     subprocess.run(tables, capture_output=True, text=True, check=True, timeout=120)
     assert "| `broken-import` | — | failed |" in scratch.read_text()
     assert (tmp_path / "compare.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_documents_hold_the_blocks_tables_rewrites(compare: ModuleType) -> None:
+    readme, guide = (path.read_text() for path in compare.DOCS)
+    for text in (readme, guide):
+        assert text.count("<!-- compare:results -->\n") == 1
+        assert text.count("<!-- /compare:results -->") == 1
+    assert guide.count("<!-- compare:commands -->\n") == 1
+    assert "python scripts/compare.py run" in readme
