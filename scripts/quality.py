@@ -30,55 +30,33 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import re
 import shutil
-import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from measuring import (
+    REFINE_BUDGET_S,
+    ROOT,
+    CommandFailed,
+    command_line,
+    infer,
+    machine,
+    ptycho,
+    refine_epochs_for_budget,
+    save_json,
+    write_blocks,
+)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # quiet TensorFlow in this process
 RESULTS = ROOT / "docs" / "quality-results.json"
 DOCS = (ROOT / "README.md", ROOT / "docs" / "quality.md")
 DOSES = {"1e9": 1e9, "1e4": 1e4}
 NETWORKS = ("pytorch", "tensorflow")
-REFINE_BUDGET_S = 60.0
-METRICS = ("amplitude_ssim", "amplitude_psnr", "phase_ssim", "phase_psnr", "frc_half_bit")
 
 
 # ----------------------------------------------------------------------------- running
-
-
-def ptycho(*args: str) -> tuple[float, str]:
-    """Run ``ptycho ARGS`` (quiet); return (wall seconds, stdout). Failures stop the run."""
-    command = [sys.executable, "-m", "ptycho_core.cli", "-q", *args]
-    start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    elapsed = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"failed ({done.returncode}): ptycho {' '.join(args)}\n{done.stderr}")
-    return elapsed, done.stdout
-
-
-def evaluate(reconstruction: Path, data: Path) -> dict[str, float]:
-    _, out = ptycho("evaluate", str(reconstruction), str(data), "--json")
-    metrics = json.loads(out)
-    return {key: float(metrics[key]) for key in METRICS}
-
-
-def infer(bundle: Path, data: Path, out: Path, *extra: str) -> dict[str, Any]:
-    """``ptycho infer`` + ``ptycho evaluate``: metrics, wall time and the command."""
-    args = ("infer", str(bundle), str(data), "--output-dir", str(out), *extra)
-    seconds, _ = ptycho(*args)
-    return {
-        "metrics": evaluate(out / "reconstruction.npz", data),
-        "seconds": round(seconds, 1),
-        "command": "ptycho " + " ".join(args),
-    }
 
 
 def untrained_bundle(backend: str, train: Path, out: Path, nphotons: float) -> None:
@@ -128,7 +106,7 @@ def measure_network(backend: str, dose: str, work: Path, smoke: bool) -> dict[st
     result: dict[str, Any] = {
         "demo_seconds": round(seconds, 1),
         "train_seconds": round(float(demo["train_seconds"]), 1),
-        "demo_command": "ptycho " + " ".join(demo_args),
+        "demo_command": command_line(demo_args),
         "single": infer(bundle, test, folder / "single"),
         "fit": infer(bundle, train, folder / "fit"),
     }
@@ -139,10 +117,10 @@ def measure_network(backend: str, dose: str, work: Path, smoke: bool) -> dict[st
     # (the difference leaves out start-up and graph compilation)
     one = infer(bundle, test, folder / "refine-1", "--refine-epochs", "1")
     three = infer(bundle, test, folder / "refine-3", "--refine-epochs", "3")
-    per_epoch = max((three["seconds"] - one["seconds"]) / 2, 0.1)
-    overhead = max(one["seconds"] - per_epoch - result["single"]["seconds"], 0.0)
-    budget = REFINE_BUDGET_S - overhead
-    epochs = 1 if smoke else max(1, int(budget // per_epoch))
+    sized = refine_epochs_for_budget(
+        one["seconds"], three["seconds"], result["single"]["seconds"], REFINE_BUDGET_S
+    )
+    epochs = 1 if smoke else sized
     result["refined"] = infer(bundle, test, folder / "refined", "--refine-epochs", str(epochs))
     result["refined"]["epochs"] = epochs
     result["refined"]["refine_seconds"] = round(
@@ -178,7 +156,7 @@ def measure_epie(dose: str, work: Path, results: dict[str, Any]) -> dict[str, An
     startup = alone["seconds"] - per_iteration * iterations
     out: dict[str, Any] = {
         "train_seconds": round(train_seconds, 1),
-        "train_command": "ptycho " + " ".join(args),
+        "train_command": command_line(args),
         "single": {**alone, "iterations": iterations},
     }
     for backend in NETWORKS:
@@ -200,9 +178,7 @@ def run(work: Path, only: list[str] | None, smoke: bool = False) -> None:
     """Measure; a ``smoke`` run (1 epoch) checks the script and leaves the docs alone."""
     store = work / "smoke-results.json" if smoke else RESULTS
     results = json.loads(store.read_text()) if store.exists() else {}
-    results["machine"] = (
-        f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_version()}"
-    )
+    results["machine"] = machine()
     for dose in DOSES:
         entry = results.setdefault(dose, {})
         for backend in NETWORKS:
@@ -210,11 +186,11 @@ def run(work: Path, only: list[str] | None, smoke: bool = False) -> None:
                 continue
             print(f"measuring {backend} at {dose} photons ...", flush=True)
             entry[backend] = measure_network(backend, dose, work, smoke)
-            store.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+            save_json(store, results)
         if not only or "epie" in only or f"{dose}/epie" in only:
             print(f"measuring epie at {dose} photons ...", flush=True)
             entry["epie"] = measure_epie(dose, work, results)
-            store.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+            save_json(store, results)
     if not smoke:
         write_tables(results)
 
@@ -386,14 +362,7 @@ def tables(results: dict[str, Any]) -> dict[str, str]:
 def write_tables(results: dict[str, Any]) -> None:
     blocks = tables(results)
     for doc in DOCS:
-        text = doc.read_text()
-        for name, body in blocks.items():
-            pattern = re.compile(
-                rf"(<!-- quality:{re.escape(name)} -->\n)(?:.*?\n)?(<!-- /quality:{re.escape(name)} -->)",
-                re.S,
-            )
-            text = pattern.sub(lambda m, body=body: m.group(1) + body + "\n" + m.group(2), text)
-        doc.write_text(text)
+        write_blocks(doc, "quality", blocks)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -410,7 +379,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("tables", help="rewrite the tables from docs/quality-results.json")
     args = parser.parse_args(argv)
     if args.command == "run":
-        run(args.workdir, args.only, args.smoke)
+        try:
+            run(args.workdir, args.only, args.smoke)
+        except CommandFailed as failure:  # a failure stops the run: every table needs each row
+            raise SystemExit(str(failure)) from None
     else:
         write_tables(json.loads(RESULTS.read_text()))
     return 0
