@@ -6,8 +6,9 @@ over to another scan of the same instrument:
 - the probe, refined by the engine's probe update when ``config.probe_trainable`` is
   true (and grown into ``probe_modes`` incoherent modes), starting from the normalised
   probe P̃ scaled to the data's energy;
-- the iteration count: the epochs training ran (``config.nepochs``, or fewer when early
-  stopping on the training misfit ended it), and the minibatch (``config.batch_size``);
+- the iteration count ``config.nepochs`` and the minibatch (``config.batch_size``): a
+  flat start on a new scan needs the whole budget even when early stopping ended the
+  training run sooner (early stopping only ends the probe's refinement);
 - the engine's settings (the backend options below), so inference runs as training did.
 
 ``infer`` runs that many iterations (or ``InferenceConfig.iterations``) of the same
@@ -95,23 +96,34 @@ _COMMON_TRAINING: tuple[BackendOption, ...] = (
         "double_precision", "run pty-chi in float64 instead of float32", boolean, default=False
     ),
 )
-_COMMON_INFERENCE: tuple[BackendOption, ...] = (
-    BackendOption(
-        "probe_correction",
-        "refine the trained probe on the data being reconstructed (pty-chi's usual practice)",
-        boolean,
-        default=True,
-    ),
-    BackendOption(
-        "position_correction",
-        "correct the scan's positions while reconstructing",
-        boolean,
-        default=False,
-    ),
-    BackendOption(
-        "double_precision", "run pty-chi in float64 instead of float32", boolean, default=False
-    ),
-)
+
+
+def _inference_options(probe_correction: bool) -> tuple[BackendOption, ...]:
+    """Inference options; LSQML refines the probe by default (its probe step is a solved
+    least-squares step, stable from any start), rPIE and DM keep it fixed by default (their
+    probe steps can pull a good starting object away in the first iterations)."""
+    return (
+        BackendOption(
+            "probe_correction",
+            "refine the trained probe on the data being reconstructed",
+            boolean,
+            default=probe_correction,
+        ),
+        BackendOption(
+            "position_correction",
+            "correct the scan's positions while reconstructing",
+            boolean,
+            default=False,
+        ),
+        BackendOption(
+            "double_precision",
+            "run pty-chi in float64 instead of float32",
+            boolean,
+            default=False,
+        ),
+    )
+
+
 _ENGINE_OPTIONS: Mapping[str, tuple[BackendOption, ...]] = {
     "lsqml": (
         BackendOption(
@@ -294,7 +306,7 @@ class PtychiBackend:
             stale += 1
             return stale >= config.early_stop_patience
 
-        _, probe, epochs = engines.solve(run, canvas, patterns, amplitudes, obj, probe, on_epoch)
+        _, probe, _ = engines.solve(run, canvas, patterns, amplitudes, obj, probe, on_epoch)
         if not np.all(np.isfinite(probe)):
             raise ValueError(
                 f"{self.name}: training diverged (the probe holds NaN or inf); check that the "
@@ -303,7 +315,7 @@ class PtychiBackend:
         state = PtychiState(
             engine=self.engine_key,
             probe=probe,
-            iterations=epochs,
+            iterations=config.nepochs,
             batch_size=run.batch_size,
             settings=settings,
         )
@@ -622,7 +634,7 @@ class LsqmlBackend(PtychiBackend):
     name = "ptychi-lsqml"
     description = "pty-chi's least-squares maximum-likelihood solver (fits the probe)"
     training_options = _COMMON_TRAINING + _ENGINE_OPTIONS["lsqml"]
-    inference_options = _COMMON_INFERENCE
+    inference_options = _inference_options(probe_correction=True)
 
 
 class RpieBackend(PtychiBackend):
@@ -632,7 +644,7 @@ class RpieBackend(PtychiBackend):
     name = "ptychi-rpie"
     description = "pty-chi's regularised ptychographic iterative engine (fits the probe)"
     training_options = _COMMON_TRAINING + _ENGINE_OPTIONS["rpie"]
-    inference_options = _COMMON_INFERENCE
+    inference_options = _inference_options(probe_correction=False)
 
 
 class DmBackend(PtychiBackend):
@@ -642,4 +654,4 @@ class DmBackend(PtychiBackend):
     name = "ptychi-dm"
     description = "pty-chi's difference-map solver (fits the probe)"
     training_options = _COMMON_TRAINING + _ENGINE_OPTIONS["dm"]
-    inference_options = _COMMON_INFERENCE
+    inference_options = _inference_options(probe_correction=False)
