@@ -24,11 +24,8 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping
-from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch.utils.data import DataLoader, TensorDataset
 
 from ptycho_core.config import ModelConfig, TrainingConfig
@@ -37,6 +34,7 @@ from ptycho_core.hooks import HookRelay
 from ptycho_core.protocol import TrainingData
 from ptycho_core.schedule import LearningRateSchedule, monitored_loss, stops_early
 from ptycho_torch import physics
+from ptycho_torch._lightning import Callback, EarlyStopping, pl, rank_zero_only
 from ptycho_torch.model import PtychoPINN
 
 __all__ = [
