@@ -8,7 +8,8 @@ from a given object. These helpers do those three things once, in ptycho's conve
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ import numpy as np
 from ptycho_core.config import ModelConfig, TrainingConfig
 from ptycho_core.errors import ConfigError
 from ptycho_core.grouping import GroupedData
+from ptycho_core.protocol import TrainedModel
 from ptycho_core.stitching import Stitched
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "place_on_canvas",
     "refuse_network_settings",
     "unique_patterns",
+    "untrained_model",
 ]
 
 GRADIENT_TRAINING_FIELDS: tuple[str, ...] = (
@@ -150,3 +153,39 @@ def place_on_canvas(
         mask[r0:r1, c0:c1] = covered[block]
         canvas[r0:r1, c0:c1] = np.where(covered[block], image[block], 0)
     return canvas, mask
+
+
+def untrained_model(
+    backend: str,
+    probe: np.ndarray,
+    config: TrainingConfig,
+    network: Callable[[np.ndarray], Any],
+    extra: Callable[[Any], Mapping[str, Any]],
+) -> TrainedModel:
+    """A ready model of ``backend`` for the normalised probe P̃, without training (what
+    ``model_from_probe`` returns; specs/backend-protocol.md §9.2).
+
+    The probe must be a finite (N, N) array for ``config.model.N``; ``network(probe)``
+    builds the backend's state from it (complex64) and ``extra(state)`` the manifest's
+    ``extra``. s₀ is the protocol's default for ``config.nphotons``.
+    """
+    if config.backend != backend:
+        config = config.replace(backend=backend)
+    N = config.model.N
+    probe = np.asarray(probe)
+    if probe.shape != (N, N) or not np.all(np.isfinite(probe)):
+        raise ValueError(
+            f"{backend}: model_from_probe: expected a finite ({N}, {N}) probe "
+            f"(TrainingConfig.model.N), found shape {probe.shape}"
+        )
+    probe = probe.astype(np.complex64)
+    state = network(probe)
+    return TrainedModel(
+        backend=backend,
+        config=config,
+        probe=probe,
+        intensity_scale=math.sqrt(config.nphotons) / (N / 2),  # s₀, protocol §3.3
+        network=state,
+        history={},
+        extra=dict(extra(state)),
+    )

@@ -49,7 +49,12 @@ from ptycho_core.bundle import read_bundle, write_bundle
 from ptycho_core.config import InferenceConfig, TrainingConfig
 from ptycho_core.errors import BundleError, ConfigError
 from ptycho_core.grouping import GroupedData
-from ptycho_core.iterative import place_on_canvas, refuse_network_settings, unique_patterns
+from ptycho_core.iterative import (
+    place_on_canvas,
+    refuse_network_settings,
+    unique_patterns,
+    untrained_model,
+)
 from ptycho_core.limits import MAX_ITERATIONS
 from ptycho_core.npz import open_npz
 from ptycho_core.physics import probe_disk_mask
@@ -422,34 +427,21 @@ class EpieBackend:
         (the object absorbs the data's scale), ``config.nepochs`` iterations,
         ``config.batch_size`` patterns per minibatch."""
         _check_config(self.name, config, self.training_options)
-        if config.backend != self.name:
-            config = config.replace(backend=self.name)
-        N = config.model.N
-        probe = np.asarray(probe)
-        if probe.shape != (N, N) or not np.all(np.isfinite(probe)):
-            raise ValueError(
-                f"{self.name}: model_from_probe: expected a finite ({N}, {N}) probe "
-                f"(TrainingConfig.model.N), found shape {probe.shape}"
-            )
-        probe = probe.astype(np.complex64)
         alpha, momentum = DEFAULT_STEP
-        state = EpieState(
-            probe=probe,
-            gain=1.0,
-            alpha=alpha,
-            momentum=momentum,
-            beta=BETA,
-            iterations=config.nepochs,
-            minibatch=config.batch_size,
-        )
-        return TrainedModel(
-            backend=self.name,
-            config=config,
-            probe=probe,
-            intensity_scale=math.sqrt(config.nphotons) / (N / 2),  # s₀, protocol §3.3
-            network=state,
-            history={},
-            extra=state.manifest_extra(probe_refined=False),
+        return untrained_model(
+            self.name,
+            probe,
+            config,
+            lambda checked: EpieState(
+                probe=checked,
+                gain=1.0,
+                alpha=alpha,
+                momentum=momentum,
+                beta=BETA,
+                iterations=config.nepochs,
+                minibatch=config.batch_size,
+            ),
+            lambda state: state.manifest_extra(probe_refined=False),
         )
 
     def _reconstruct(

@@ -52,6 +52,7 @@ from ptycho_core.iterative import (
     place_on_canvas,
     refuse_network_settings,
     unique_patterns,
+    untrained_model,
 )
 from ptycho_core.limits import MAX_ITERATIONS
 from ptycho_core.npz import open_npz
@@ -232,6 +233,13 @@ class PtychiBackend:
     training_options: tuple[BackendOption, ...] = ()
     inference_options: tuple[BackendOption, ...] = ()
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """An engine's backend: its name and its declared options follow from its key."""
+        super().__init_subclass__(**kwargs)
+        cls.name = f"ptychi-{cls.engine_key}"
+        cls.training_options = _COMMON_TRAINING + _ENGINE_OPTIONS[cls.engine_key]
+        cls.inference_options = _inference_options(probe_correction=cls.engine_key == "lsqml")
+
     @property
     def engine(self) -> Engine:
         return ENGINES[self.engine_key]
@@ -335,31 +343,18 @@ class PtychiBackend:
         iterations, ``config.batch_size`` patterns per minibatch, the engine's defaults
         (or the training backend options given)."""
         run, settings = self._training_run(config)
-        if config.backend != self.name:
-            config = config.replace(backend=self.name)
-        N = config.model.N
-        probe = np.asarray(probe)
-        if probe.shape != (N, N) or not np.all(np.isfinite(probe)):
-            raise ValueError(
-                f"{self.name}: model_from_probe: expected a finite ({N}, {N}) probe "
-                f"(TrainingConfig.model.N), found shape {probe.shape}"
-            )
-        probe = probe.astype(np.complex64)
-        state = PtychiState(
-            engine=self.engine_key,
-            probe=engines.initial_probe(probe, run.probe_modes),
-            iterations=config.nepochs,
-            batch_size=config.batch_size,
-            settings=settings,
-        )
-        return TrainedModel(
-            backend=self.name,
-            config=config,
-            probe=probe,
-            intensity_scale=math.sqrt(config.nphotons) / (N / 2),  # s₀, protocol §3.3
-            network=state,
-            history={},
-            extra=state.manifest_extra(probe_refined=False),
+        return untrained_model(
+            self.name,
+            probe,
+            config,
+            lambda checked: PtychiState(
+                engine=self.engine_key,
+                probe=engines.initial_probe(checked, run.probe_modes),
+                iterations=config.nepochs,
+                batch_size=config.batch_size,
+                settings=settings,
+            ),
+            lambda state: state.manifest_extra(probe_refined=False),
         )
 
     # ------------------------------------------------------------------ infer
@@ -631,27 +626,18 @@ class LsqmlBackend(PtychiBackend):
     """pty-chi's LSQML (least-squares maximum likelihood) engine."""
 
     engine_key = "lsqml"
-    name = "ptychi-lsqml"
     description = "pty-chi's least-squares maximum-likelihood solver (fits the probe)"
-    training_options = _COMMON_TRAINING + _ENGINE_OPTIONS["lsqml"]
-    inference_options = _inference_options(probe_correction=True)
 
 
 class RpieBackend(PtychiBackend):
     """pty-chi's rPIE (regularised ptychographic iterative engine)."""
 
     engine_key = "rpie"
-    name = "ptychi-rpie"
     description = "pty-chi's regularised ptychographic iterative engine (fits the probe)"
-    training_options = _COMMON_TRAINING + _ENGINE_OPTIONS["rpie"]
-    inference_options = _inference_options(probe_correction=False)
 
 
 class DmBackend(PtychiBackend):
     """pty-chi's difference-map engine."""
 
     engine_key = "dm"
-    name = "ptychi-dm"
     description = "pty-chi's difference-map solver (fits the probe)"
-    training_options = _COMMON_TRAINING + _ENGINE_OPTIONS["dm"]
-    inference_options = _inference_options(probe_correction=False)
