@@ -10,7 +10,8 @@ libraries registered in the entry-point group ``ptychodus.reconstructor_librarie
 behaviour proposed for Ptychodus itself in specs/ptychodus.md §7.
 
 Importing this module imports neither Ptychodus nor a framework (a child process that
-re-imports the console script stays cheap).
+re-imports the console script stays cheap); :func:`install` imports torch only where
+pty-chi is installed, because Ptychodus then imports it itself.
 """
 
 from __future__ import annotations
@@ -93,11 +94,26 @@ def installed() -> bool:
     return hasattr(core.ProcessingCore, _MARK)
 
 
+def _let_ptychodus_import_ptychi() -> None:
+    """Where pty-chi is installed, Ptychodus imports it (and with it torch and torchvision)
+    in its own process while it builds its model. A torchvision whose compiled operators do
+    not load next to the installed torch (a CUDA build beside a CPU torch) then raises at
+    import, which Ptychodus does not expect, and Ptychodus cannot start. Only in that
+    situation — torch is imported by Ptychodus anyway — make torchvision importable first
+    (:func:`ptycho_torch.torchvision_ops.allow_torchvision_without_ops`)."""
+    if importlib.util.find_spec("ptychi") is None or importlib.util.find_spec("torch") is None:
+        return
+    from ptycho_torch.torchvision_ops import allow_torchvision_without_ops
+
+    allow_torchvision_without_ops()
+
+
 def install() -> bool:
     """Make every ``ModelCore`` built from now on include ptycho's library; idempotent.
 
     Returns True if this call patched Ptychodus, False if it already was.
     """
+    _let_ptychodus_import_ptychi()
     import ptychodus.model.core as core
 
     original = core.ProcessingCore
