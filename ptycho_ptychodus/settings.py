@@ -99,6 +99,7 @@ NOT_SETTINGS: Mapping[str, Mapping[str, str]] = {
         "train_data_file": "provenance, set to the training file",
         "test_data_file": "provenance, unused",
         "output_dir": "provenance, set to the output folder",
+        "backend_options": "none: the backend's defaults (options: the ptycho CLI's --option)",
     },
     "InferenceConfig": {
         "backend": "the Backend setting",
@@ -109,6 +110,7 @@ NOT_SETTINGS: Mapping[str, Mapping[str, str]] = {
         "accelerator": "the Accelerator setting",
         "devices": "one device",
         "iterations": "the model's own count (iterative backends; the ptycho CLI's --iterations)",
+        "backend_options": "none: the backend's defaults (options: the ptycho CLI's --option)",
         "model_path": "provenance, set to the loaded model",
         "test_data_file": "provenance, unused",
         "output_dir": "provenance, unused",
