@@ -110,6 +110,13 @@ def _parse_header(stream: IO[bytes], what: str, fail: Fail) -> ArrayHeader:
         )
     if any(d < 0 for d in shape):
         raise fail(f"{what}: expected a shape of non-negative sizes, found {shape}")
+    # an empty array may still declare sizes numpy cannot address ((0, 10**20)): every
+    # dimension must fit in the byte limit on its own
+    largest = max(shape, default=0) * max(dtype.itemsize, 1)
+    if largest > MAX_ARRAY_BYTES.value:
+        raise fail(
+            f"{what}: declares shape {tuple(shape)}: {MAX_ARRAY_BYTES.exceeded(largest, 'bytes')}"
+        )
     return ArrayHeader(shape=tuple(shape), dtype=dtype, fortran_order=fortran, offset=offset)
 
 

@@ -186,9 +186,9 @@ def test_each_user_error_is_one_line_and_exit_2(
 
 
 OPTION_CASES = {
-    "option epie does not declare": (
-        ("--backend", "epie", "--option", "foo=1"),
-        ("TrainingConfig.backend_options", "epie backend", "'foo'"),
+    "training option of a backend that declares none": (
+        ("--backend", "object-echo", "--option", "foo=1"),
+        ("TrainingConfig.backend_options", "object-echo backend", "'foo'"),
     ),
     "option numpy-gain does not declare": (
         ("--backend", "numpy-gain", "--option", "probe_modes=2"),

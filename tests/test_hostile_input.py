@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.lib.format as npy_format
 import pytest
 from cli_helpers import run_python
 from hypothesis import HealthCheck, given, settings
@@ -526,3 +527,15 @@ def test_an_npy_header_numpy_cannot_parse_is_the_contract_error(header: bytes) -
     raw = b"\x93NUMPY\x01\x00" + len(padded).to_bytes(2, "little") + padded
     with pytest.raises(DataContractError, match="expected a valid NPY array header"):
         read_npy_bytes(raw, what="probe.npy", fail=DataContractError)
+
+
+@pytest.mark.parametrize("shape", [(0, 10**20), (10**19, 0, 3), (0,) * 3 + (2**62,)])
+def test_an_empty_array_declaring_an_unaddressable_dimension_is_refused(
+    shape: tuple[int, ...], tmp_path: Path
+) -> None:
+    """Zero elements, but a dimension no array can have: the contract's error, not numpy's."""
+    header = {"descr": "<f4", "fortran_order": False, "shape": shape}
+    buffer = io.BytesIO()
+    npy_format.write_array_header_2_0(buffer, header)
+    with pytest.raises(DataContractError, match="PTYCHO_MAX_ARRAY_BYTES"):
+        read_npy_bytes(buffer.getvalue(), what="x.npy", fail=DataContractError)
