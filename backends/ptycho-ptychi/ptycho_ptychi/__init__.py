@@ -15,30 +15,19 @@ __all__ = ["DM", "LSQML", "RPIE", "__version__"]
 
 __version__ = "0.1.0"
 
-_REQUIRES = ("torch", "torchvision", "ptychi")
-_INSTALL = "pip install ptycho-ptychi"
 
-LSQML = BackendSpec(
-    name="ptychi-lsqml",
-    target="ptycho_ptychi.backend:LsqmlBackend",
-    requires=_REQUIRES,
-    display_name="pty-chi LSQML",
-    install_hint=_INSTALL,
-    description="pty-chi's least-squares maximum-likelihood solver (fits the probe)",
-)
-RPIE = BackendSpec(
-    name="ptychi-rpie",
-    target="ptycho_ptychi.backend:RpieBackend",
-    requires=_REQUIRES,
-    display_name="pty-chi rPIE",
-    install_hint=_INSTALL,
-    description="pty-chi's regularised ptychographic iterative engine (fits the probe)",
-)
-DM = BackendSpec(
-    name="ptychi-dm",
-    target="ptycho_ptychi.backend:DmBackend",
-    requires=_REQUIRES,
-    display_name="pty-chi DM",
-    install_hint=_INSTALL,
-    description="pty-chi's difference-map solver (fits the probe)",
-)
+def _engine(key: str, label: str, solver: str, target: str) -> BackendSpec:
+    """The spec of backend ``ptychi-KEY``: pty-chi's engine ``label``."""
+    return BackendSpec(
+        name=f"ptychi-{key}",
+        target=f"ptycho_ptychi.backend:{target}",
+        requires=("torch", "torchvision", "ptychi"),
+        display_name=f"pty-chi {label}",
+        install_hint="pip install ptycho-ptychi",
+        description=f"pty-chi's {solver} (fits the probe)",
+    )
+
+
+LSQML = _engine("lsqml", "LSQML", "least-squares maximum-likelihood solver", "LsqmlBackend")
+RPIE = _engine("rpie", "rPIE", "regularised ptychographic iterative engine", "RpieBackend")
+DM = _engine("dm", "DM", "difference-map solver", "DmBackend")
