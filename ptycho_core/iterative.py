@@ -15,15 +15,17 @@ from typing import Any
 
 import numpy as np
 
-from ptycho_core.config import ModelConfig, TrainingConfig
+from ptycho_core.config import InferenceConfig, ModelConfig, TrainingConfig
 from ptycho_core.errors import ConfigError
 from ptycho_core.grouping import GroupedData
+from ptycho_core.hooks import HookRelay
 from ptycho_core.protocol import TrainedModel
 from ptycho_core.stitching import Stitched
 
 __all__ = [
     "GRADIENT_TRAINING_FIELDS",
     "NETWORK_MODEL_FIELDS",
+    "OneReconstructionPath",
     "Patterns",
     "place_on_canvas",
     "refuse_network_settings",
@@ -189,3 +191,41 @@ def untrained_model(
         history={},
         extra=dict(extra(state)),
     )
+
+
+class OneReconstructionPath:
+    """``infer`` (the solver's own start) and ``infer_from`` (a given start) as one path.
+
+    An iterative backend that offers the initial-object capability implements
+    ``_reconstruct(model, data, config, hooks, initial_object)``, with ``initial_object``
+    None for ``infer``; this mixin provides the two protocol methods over it.
+    """
+
+    def _reconstruct(
+        self,
+        model: TrainedModel,
+        data: GroupedData,
+        config: InferenceConfig,
+        hooks: HookRelay,
+        initial_object: Stitched | None,
+    ) -> np.ndarray:
+        raise NotImplementedError
+
+    def infer(
+        self, model: TrainedModel, data: GroupedData, config: InferenceConfig, *, hooks: HookRelay
+    ) -> np.ndarray:
+        """The solver from its own start; the object at the group centres (B, N, N, 1)."""
+        return self._reconstruct(model, data, config, hooks, None)
+
+    def infer_from(
+        self,
+        model: TrainedModel,
+        data: GroupedData,
+        config: InferenceConfig,
+        initial_object: Stitched,
+        *,
+        hooks: HookRelay,
+    ) -> np.ndarray:
+        """The solver from ``initial_object`` (scaled to the data, the solver's own start
+        where it does not cover)."""
+        return self._reconstruct(model, data, config, hooks, initial_object)

@@ -50,6 +50,7 @@ from ptycho_core.config import InferenceConfig, TrainingConfig
 from ptycho_core.errors import BundleError, ConfigError
 from ptycho_core.grouping import GroupedData
 from ptycho_core.iterative import (
+    OneReconstructionPath,
     place_on_canvas,
     refuse_network_settings,
     unique_patterns,
@@ -219,7 +220,7 @@ def _start_from(
     return np.where(covered, image * np.complex64(factor), flat).astype(np.complex64)
 
 
-class EpieBackend:
+class EpieBackend(OneReconstructionPath):
     """Iterative rPIE reconstruction with a fitted probe, scale and step size."""
 
     name = "epie"
@@ -403,24 +404,6 @@ class EpieBackend:
         )
 
     # ------------------------------------------------------------------ infer
-
-    def infer(
-        self, model: TrainedModel, data: GroupedData, config: InferenceConfig, *, hooks: Any
-    ) -> np.ndarray:
-        """rPIE from the flat start; the object at the group centres, complex64 (B, N, N, 1)."""
-        return self._reconstruct(model, data, config, hooks, None)
-
-    def infer_from(
-        self,
-        model: TrainedModel,
-        data: GroupedData,
-        config: InferenceConfig,
-        initial_object: Stitched,
-        *,
-        hooks: Any,
-    ) -> np.ndarray:
-        """rPIE from ``initial_object`` (scaled to the data, flat where it does not cover)."""
-        return self._reconstruct(model, data, config, hooks, initial_object)
 
     def model_from_probe(self, probe: np.ndarray, config: TrainingConfig) -> TrainedModel:
         """A model for the normalised probe P̃ without training: :data:`DEFAULT_STEP`, gain 1

@@ -48,6 +48,7 @@ from ptycho_core.errors import BundleError, ConfigError
 from ptycho_core.geometry import extract_patches, extract_patches_spline
 from ptycho_core.grouping import GroupedData
 from ptycho_core.iterative import (
+    OneReconstructionPath,
     Patterns,
     place_on_canvas,
     refuse_network_settings,
@@ -221,7 +222,7 @@ def _phase_turn(image: np.ndarray, covered: np.ndarray) -> complex:
     return np.conj(total) / abs(total) if abs(total) > 0 else 1.0
 
 
-class PtychiBackend:
+class PtychiBackend(OneReconstructionPath):
     """A pty-chi engine as a ptycho backend; subclasses pick the engine."""
 
     engine_key: str
@@ -358,25 +359,6 @@ class PtychiBackend:
         )
 
     # ------------------------------------------------------------------ infer
-
-    def infer(
-        self, model: TrainedModel, data: GroupedData, config: InferenceConfig, *, hooks: Any
-    ) -> np.ndarray:
-        """The engine from a flat object; the object at the group centres (B, N, N, 1)."""
-        return self._reconstruct(model, data, config, hooks, None)
-
-    def infer_from(
-        self,
-        model: TrainedModel,
-        data: GroupedData,
-        config: InferenceConfig,
-        initial_object: Stitched,
-        *,
-        hooks: Any,
-    ) -> np.ndarray:
-        """The engine from ``initial_object`` (scaled to the data, flat where it does not
-        cover)."""
-        return self._reconstruct(model, data, config, hooks, initial_object)
 
     def _reconstruct(
         self,
