@@ -443,6 +443,24 @@ def measure_dose(
     return entry
 
 
+WORKDIR = "WORKDIR"
+"""What the stored results write for the run's work folder (``--workdir``)."""
+
+
+def portable(value: Any, work: Path) -> Any:
+    """``value`` with every path under ``work`` written relative to :data:`WORKDIR`, so the
+    stored results (and the commands in the docs) name no folder of the measuring machine."""
+    if isinstance(value, dict):
+        return {key: portable(item, work) for key, item in value.items()}
+    if isinstance(value, list):
+        return [portable(item, work) for item in value]
+    if isinstance(value, str):
+        for prefix in {str(work.resolve()), str(work)}:
+            value = value.replace(prefix + os.sep, WORKDIR + "/")
+        return value
+    return value
+
+
 def run(
     work: Path,
     doses: Sequence[str],
@@ -475,7 +493,7 @@ def run(
         entry["backends"].update(measured.pop("backends"))
         entry.update(measured)
         results["finished"] = _now()
-        save_json(store, results)
+        save_json(store, portable(results, work))
     echo(f"wrote {store}")
     if not quick:
         write_tables(results, DOCS, FIGURE)

@@ -311,3 +311,23 @@ def test_the_documents_hold_the_blocks_tables_rewrites(compare: ModuleType) -> N
         assert text.count("<!-- /compare:results -->") == 1
     assert guide.count("<!-- compare:commands -->\n") == 1
     assert "python scripts/compare.py run" in readme
+
+
+def test_stored_results_name_no_folder_of_the_measuring_machine(
+    compare: ModuleType, tmp_path: Path
+) -> None:
+    work = tmp_path / "run"
+    results = {
+        "doses": {"1e9": {"data_commands": [f"ptycho simulate {work}/1e9/data/train.npz"]}},
+        "backends": [{"bundle": str(work / "1e9" / "epie" / "train" / "model.ptycho")}],
+        "seconds": 1.5,
+        "elsewhere": "/data/mine.npz",
+    }
+    stored = compare.portable(results, work)
+    assert stored == {
+        "doses": {"1e9": {"data_commands": ["ptycho simulate WORKDIR/1e9/data/train.npz"]}},
+        "backends": [{"bundle": "WORKDIR/1e9/epie/train/model.ptycho"}],
+        "seconds": 1.5,
+        "elsewhere": "/data/mine.npz",
+    }
+    assert str(tmp_path) in json.dumps(results)  # the run's own copy keeps usable paths
