@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -295,10 +295,11 @@ class PtychiBackend(OneReconstructionPath):
         best = math.inf
         stale = 0
 
-        def on_epoch(epoch: int, loss: float, current: np.ndarray, modes: np.ndarray) -> bool:
+        def on_epoch(epoch: int, loss: float, snapshot: Callable[[], engines.Snapshot]) -> bool:
             nonlocal best, stale
             losses = {"loss": loss}
             if held_out is not None:
+                current, modes = snapshot()
                 losses["val_loss"] = engines.misfit(
                     _resize(current, canvas, val_canvas),
                     modes,
@@ -400,9 +401,9 @@ class PtychiBackend(OneReconstructionPath):
             start = self._start_from(initial_object, start, canvas, patterns, amplitudes, state)
         reported = 0
 
-        def on_epoch(epoch: int, loss: float, current: np.ndarray, modes: np.ndarray) -> bool:
+        def on_epoch(epoch: int, loss: float, snapshot: Callable[[], engines.Snapshot]) -> bool:
             nonlocal reported
-            del loss, current, modes
+            del loss, snapshot
             done = min(total - 1, (total * (epoch + 1)) // iterations)
             if done > reported:
                 hooks.ptycho_infer_progress(done=done, total=total)

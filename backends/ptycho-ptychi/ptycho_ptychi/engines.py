@@ -23,7 +23,17 @@ from ptycho_core.geometry import extract_patches
 from ptycho_core.iterative import Patterns
 from ptycho_ptychi.runtime import import_ptychi, isolated
 
-__all__ = ["ENGINES", "Canvas", "Engine", "Run", "make_canvas", "measured", "misfit", "solve"]
+__all__ = [
+    "ENGINES",
+    "Canvas",
+    "Engine",
+    "Run",
+    "Snapshot",
+    "make_canvas",
+    "measured",
+    "misfit",
+    "solve",
+]
 
 _MARGIN = 3  # canvas pixels kept around the outermost windows (pty-chi needs 2)
 
@@ -145,6 +155,10 @@ class Run:
     refine_positions: bool
 
 
+Snapshot = tuple[np.ndarray, np.ndarray]
+"""(object (H, W), probe (modes, N, N)), complex64 on the CPU."""
+
+
 def _options(api: Any, run: Run) -> Any:
     options = getattr(api, run.engine.options_class)()
     reconstructor = options.reconstructor_options
@@ -192,12 +206,13 @@ def solve(
     amplitudes: np.ndarray,
     obj: np.ndarray,
     probe: np.ndarray,
-    on_epoch: Callable[[int, float, np.ndarray, np.ndarray], bool] | None = None,
+    on_epoch: Callable[[int, float, Callable[[], Snapshot]], bool] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Run ``run.epochs`` epochs of the engine from ``obj`` (H, W) and ``probe`` (m, N, N).
 
-    ``on_epoch(epoch, loss, obj, probe)`` is called after each epoch with pty-chi's
-    relative data misfit; returning True stops early. Returns the object (H, W), the
+    ``on_epoch(epoch, loss, snapshot)`` is called after each epoch with pty-chi's
+    relative data misfit and a function that copies the current (object, probe) off the
+    task (only a caller that needs them pays for the copy); returning True stops early. Returns the object (H, W), the
     probe (m, N, N), both complex64 on the CPU, and the epochs run.
     """
     api, PtychographyTask = import_ptychi()
@@ -220,10 +235,13 @@ def solve(
                 if on_epoch is None:
                     continue
                 loss = float(task.reconstructor.loss_tracker.table["loss"].iloc[-1]) / power
-                current = task.get_data_to_cpu("object", as_numpy=True)[0]
-                modes = task.get_data_to_cpu("probe", as_numpy=True)[0]
-                if on_epoch(epoch, loss, current, modes):
+                if on_epoch(epoch, loss, lambda: _snapshot(task)):
                     break
-            result = task.get_data_to_cpu("object", as_numpy=True)[0].astype(np.complex64)
-            modes = task.get_data_to_cpu("probe", as_numpy=True)[0].astype(np.complex64)
+            result, modes = _snapshot(task)
     return result, modes, epochs
+
+
+def _snapshot(task: Any) -> Snapshot:
+    obj = task.get_data_to_cpu("object", as_numpy=True)[0].astype(np.complex64)
+    probe = task.get_data_to_cpu("probe", as_numpy=True)[0].astype(np.complex64)
+    return obj, probe
