@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from itertools import pairwise
 
 import numpy as np
 
@@ -37,7 +38,9 @@ __all__ = [
     "check_buildable",
     "decoder_filters",
     "encoder_filters",
+    "initial_arrays",
     "initial_log_gain",
+    "neutral_shapes",
     "outer_filters",
 ]
 
@@ -78,6 +81,80 @@ def outer_filters(N: int, n_filters_scale: int) -> int:
     """Filters of the path-2 / full-field ConvUp: n·2048/N (64 at N=64, n=2)."""
     _levels(N)
     return n_filters_scale * 2048 // N
+
+
+def neutral_shapes(
+    config: ModelConfig, *, probe_trainable: bool = False
+) -> dict[str, tuple[int, ...]]:
+    """Neutral name → shape of every array of the network ``config`` describes, in the order
+    the layers run (specs/backend-protocol.md §8.1): what a model of it exports and imports.
+
+    The framework backends read the same names and shapes off their built networks; this
+    version needs none, for backends that build the network from the arrays alone.
+    """
+    check_buildable(config)
+    N, n = config.N, config.n_filters_scale
+    heads = config.channels if config.object_big else 1
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def conv(prefix: str, c_in: int, c_out: int) -> None:
+        shapes[f"{prefix}.kernel"] = (3, 3, c_in, c_out)
+        shapes[f"{prefix}.bias"] = (c_out,)
+
+    def pair(prefix: str, c_in: int, c_out: int) -> None:
+        conv(f"{prefix}.conv0", c_in, c_out)
+        conv(f"{prefix}.conv1", c_out, c_out)
+
+    for i, (a, b) in enumerate(pairwise([config.channels, *encoder_filters(N, n)])):
+        pair(f"encoder.blocks.{i}", a, b)
+    base = decoder_filters(N, n)
+    width = outer_filters(N, n)
+    for decoder in ("decoder_amp", "decoder_phase"):
+        for i, (a, b) in enumerate(pairwise([128 * n, *base])):
+            pair(f"{decoder}.blocks.{i}", a, b)
+        if config.pad_object:
+            conv(f"{decoder}.head", base[-1] - C_OUTER, heads)
+            if config.probe_big:
+                pair(f"{decoder}.outer.up", C_OUTER, width)
+                conv(f"{decoder}.outer.head", width, heads)
+        else:
+            pair(f"{decoder}.up", base[-1], width)
+            conv(f"{decoder}.head", width, heads)
+    shapes["log_gain"] = ()
+    if probe_trainable:
+        shapes["probe.real"] = shapes["probe.imag"] = (N, N)
+    return shapes
+
+
+def initial_arrays(
+    config: ModelConfig,
+    probe: np.ndarray,
+    intensity_scale: float,
+    *,
+    seed: int = 0,
+    probe_trainable: bool = False,
+) -> dict[str, np.ndarray]:
+    """Neutral arrays of a new network, as both framework backends start one: Glorot-uniform
+    kernels, zero biases, the calibrated log gain (:func:`initial_log_gain`) and, when the
+    probe trains, ``probe``'s parts. Seeded by ``seed`` (numpy's generator, so the values
+    differ from a framework's start); for backends that run networks without training them.
+    """
+    log_gain = initial_log_gain(config, probe, intensity_scale)
+    rng = np.random.default_rng(seed)
+    arrays: dict[str, np.ndarray] = {}
+    for name, shape in neutral_shapes(config, probe_trainable=probe_trainable).items():
+        if name.endswith(".kernel"):
+            kh, kw, c_in, c_out = shape
+            limit = math.sqrt(6.0 / (kh * kw * (c_in + c_out)))
+            arrays[name] = rng.uniform(-limit, limit, shape).astype(np.float32)
+        elif name == "log_gain":
+            arrays[name] = np.array(log_gain, dtype=np.float32)
+        elif name in ("probe.real", "probe.imag"):
+            part = np.real(probe) if name == "probe.real" else np.imag(probe)
+            arrays[name] = np.asarray(part, dtype=np.float32)
+        else:
+            arrays[name] = np.zeros(shape, dtype=np.float32)
+    return arrays
 
 
 def activation_name(name: str) -> str:
