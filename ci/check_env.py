@@ -1,7 +1,8 @@
 """Guard a tox environment: it holds exactly the frameworks its name promises.
 
 `core` must have neither torch nor tensorflow (that env proves ptycho_core works
-without them); `torch`/`both` must have the CPU build of torch pinned by
+without them), and `onnx` neither but ONNX Runtime (it proves the deployment path needs
+no framework); `torch`/`both` must have the CPU build of torch pinned by
 ci/constraints.txt, unless PTYCHO_ALLOW_CUDA_TORCH=1 (a GPU developer machine).
 """
 
@@ -20,10 +21,13 @@ def main(env: str) -> int:
         "torch": {"torch"},
         "tf": {"tf"},
         "both": {"torch", "tf"},
+        "onnx": set(),
     }.get(env)
     if wanted is None:
         return 0
     problems = []
+    if env == "onnx" and importlib.util.find_spec("onnxruntime") is None:
+        problems.append("onnxruntime is missing in the 'onnx' environment")
     for framework, modules in FRAMEWORKS.items():
         for module in modules:
             present = importlib.util.find_spec(module) is not None

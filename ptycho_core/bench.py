@@ -12,19 +12,25 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ptycho_core.architecture import initial_arrays
 from ptycho_core.config import InferenceConfig, ModelConfig, TrainingConfig
 from ptycho_core.data import save_npz
 from ptycho_core.entry_points import registered_distribution
 from ptycho_core.hooks import hookimpl, make_plugin_manager
-from ptycho_core.protocol import SupportsForward
+from ptycho_core.protocol import SupportsArrayImport, SupportsForward, declared_capabilities
 from ptycho_core.simulate import default_dataset
-from ptycho_core.workflows import get_backend, prepare_training_data, reconstruct
+from ptycho_core.workflows import (
+    get_backend,
+    prepare_training_data,
+    reconstruct,
+    require_capability,
+)
 
 __all__ = ["BenchSettings", "reference_gflops", "run_benchmark"]
 
@@ -35,6 +41,7 @@ class BenchSettings:
 
     N: int = 64
     gridsize: int = 1
+    n_filters_scale: int = 1
     n_patterns: int = 512
     batch_size: int = 64
     train_batch_size: int = 16
@@ -44,6 +51,9 @@ class BenchSettings:
     precision: str = "32"
     accelerator: str = "auto"
     seed: int = 7
+    backend_options: Mapping[str, Any] = field(default_factory=dict)
+    """The backend's training options; for a backend that does not train, its import
+    (export) settings, e.g. ``{"quantize": "int8"}`` for ``onnx``."""
 
 
 class _EpochClock:
@@ -83,14 +93,19 @@ def run_benchmark(
     """Measure training, bare-forward and end-to-end inference throughput of a backend.
 
     Returns a JSON-compatible dict: ``forward_patterns_per_s``, ``infer_patterns_per_s``,
-    ``train_groups_per_s``, ``infer_over_forward`` and the reference-relative ratios.
+    ``train_groups_per_s``, ``infer_over_forward`` and the reference-relative ratios. A
+    backend that declares ``capabilities['trains']`` False is measured on a new network's
+    weights (:func:`~ptycho_core.architecture.initial_arrays`) given to its
+    ``import_arrays``; its training figures are None.
     """
     settings = BenchSettings() if settings is None else settings
     backend = get_backend(backend_name)
     distribution, version = registered_distribution(backend_name)
     reference = reference_gflops()
 
-    model_config = ModelConfig(N=settings.N, gridsize=settings.gridsize)
+    model_config = ModelConfig(
+        N=settings.N, gridsize=settings.gridsize, n_filters_scale=settings.n_filters_scale
+    )
     channels = model_config.channels
     train_config = TrainingConfig(
         model=model_config,
@@ -103,6 +118,7 @@ def run_benchmark(
         precision=settings.precision,
         accelerator=settings.accelerator,
         seed=settings.seed,
+        backend_options=dict(settings.backend_options),
     )
     inference_config = InferenceConfig(
         backend=backend_name,
@@ -116,13 +132,27 @@ def run_benchmark(
         "test", N=settings.N, n_positions=settings.n_patterns, seed=settings.seed
     )
 
-    clock = _EpochClock()
-    hooks = make_plugin_manager(clock, load_entry_points=False).hook
     training = prepare_training_data(train_set, train_config)
-    model = backend.train(training, train_config, hooks=hooks)
-    epoch_times = np.diff(clock.marks)
-    steady = epoch_times[1:] if len(epoch_times) > 1 else epoch_times
-    train_rate = training.n_groups / statistics.median(steady)
+    epoch_times = np.array([])
+    train_rate: float | None = None
+    if declared_capabilities(backend)["trains"]:
+        clock = _EpochClock()
+        hooks = make_plugin_manager(clock, load_entry_points=False).hook
+        model = backend.train(training, train_config, hooks=hooks)
+        epoch_times = np.diff(clock.marks)
+        steady = epoch_times[1:] if len(epoch_times) > 1 else epoch_times
+        train_rate = training.n_groups / statistics.median(steady)
+    else:
+        importer = require_capability(backend, SupportsArrayImport)
+        arrays = initial_arrays(
+            model_config, training.probe, training.intensity_scale, seed=settings.seed
+        )
+        model = importer.import_arrays(
+            arrays,
+            config=train_config,
+            probe=training.probe,
+            intensity_scale=training.intensity_scale,
+        )
 
     forward = backend.forward if isinstance(backend, SupportsForward) else None
     rng = np.random.default_rng(settings.seed)
@@ -165,6 +195,8 @@ def run_benchmark(
         "version": version,
         "N": settings.N,
         "gridsize": settings.gridsize,
+        "n_filters_scale": settings.n_filters_scale,
+        "backend_options": dict(settings.backend_options),
         "precision": settings.precision,
         "accelerator": settings.accelerator,
         "batch_size": settings.batch_size,
@@ -175,6 +207,6 @@ def run_benchmark(
         "reference_gflops": reference,
         "forward_per_reference_gflop": None if forward_rate is None else forward_rate / reference,
         "infer_per_reference_gflop": infer_rate / reference,
-        "train_per_reference_gflop": train_rate / reference,
+        "train_per_reference_gflop": None if train_rate is None else train_rate / reference,
         "epoch_seconds": [float(t) for t in epoch_times],
     }

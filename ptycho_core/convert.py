@@ -31,6 +31,7 @@ from ptycho_core.protocol import (
 from ptycho_core.workflows import get_backend
 
 __all__ = [
+    "EXPORT_FORMATS",
     "EXPORT_METHOD",
     "IMPORT_METHOD",
     "ConversionError",
@@ -38,10 +39,13 @@ __all__ = [
     "checked_intensity_scale",
     "convert_bundle",
     "convert_model",
+    "export_bundle",
 ]
 
 EXPORT_METHOD = "export_arrays"
 IMPORT_METHOD = "import_arrays"
+EXPORT_FORMATS: Mapping[str, str] = {"onnx": "onnx"}
+"""``ptycho export --format`` → the deployment backend whose bundles hold that format."""
 
 
 class ConversionError(PtychoError, ValueError):
@@ -177,10 +181,19 @@ def _check_round_trip(
             )
 
 
-def convert_model(model: TrainedModel, source: BackendLike, target: BackendLike) -> TrainedModel:
+def convert_model(
+    model: TrainedModel,
+    source: BackendLike,
+    target: BackendLike,
+    *,
+    backend_options: Mapping[str, Any] | None = None,
+) -> TrainedModel:
     """``model`` (of backend ``source``) as a model of backend ``target``, in memory.
 
-    Backends are names (selected through the entry points) or backend objects.
+    Backends are names (selected through the entry points) or backend objects. The
+    converted model's config carries ``backend_options`` (the target's settings, e.g. an
+    export's quantisation; none by default): the source's own options mean nothing to the
+    target, so they do not travel.
     """
     source_backend, target_backend = _backend(source), _backend(target)
     export = _method(source_backend, EXPORT_METHOD, "source")
@@ -191,7 +204,9 @@ def convert_model(model: TrainedModel, source: BackendLike, target: BackendLike)
             f"{source_backend.name!r}"
         )
     arrays = _checked_arrays(export(model), source_backend.name)
-    config = model.config.replace(backend=target_backend.name)
+    config = model.config.replace(
+        backend=target_backend.name, backend_options=dict(backend_options or {})
+    )
     try:
         converted = import_(
             arrays,
@@ -222,12 +237,14 @@ def convert_bundle(
     output_path: str | os.PathLike[str],
     *,
     source_backend: BackendLike | None = None,
+    backend_options: Mapping[str, Any] | None = None,
 ) -> TrainedModel:
     """Convert the bundle at ``source_path`` to ``target_backend`` and save it at ``output_path``.
 
     The source backend is the one named in the bundle's manifest (or ``source_backend``,
     which must be it). Fails before loading anything when a backend lacks
-    ``export_arrays`` / ``import_arrays``. Returns the converted model; the write is atomic.
+    ``export_arrays`` / ``import_arrays``. ``backend_options`` are the target's settings
+    (:func:`convert_model`). Returns the converted model; the write is atomic.
     """
     manifest = read_manifest(source_path)
     source = _backend(manifest["backend"] if source_backend is None else source_backend)
@@ -235,6 +252,28 @@ def convert_bundle(
     _method(source, EXPORT_METHOD, "source")
     _method(target, IMPORT_METHOD, "target")
     model = source.load(source_path)
-    converted = convert_model(model, source, target)
+    converted = convert_model(model, source, target, backend_options=backend_options)
     target.save(converted, output_path)
     return converted
+
+
+def export_bundle(
+    source_path: str | os.PathLike[str],
+    format: str,
+    output_path: str | os.PathLike[str],
+    *,
+    options: Mapping[str, Any] | None = None,
+) -> TrainedModel:
+    """Export the trained network at ``source_path`` for deployment as ``format`` ('onnx').
+
+    An export is a conversion to the deployment backend of that format
+    (:data:`EXPORT_FORMATS`): the source's framework-neutral weights become, for 'onnx', an
+    ONNX graph that backend ``onnx`` runs without any framework. ``options`` are the
+    export settings that backend declares (e.g. ``{"quantize": "int8"}``).
+    """
+    if format not in EXPORT_FORMATS:
+        raise ConversionError(
+            f"export format: expected one of {', '.join(map(repr, EXPORT_FORMATS))}, "
+            f"found {format!r}"
+        )
+    return convert_bundle(source_path, EXPORT_FORMATS[format], output_path, backend_options=options)

@@ -61,6 +61,7 @@ KNOWN_CAPABILITIES: Mapping[str, str] = MappingProxyType(
     {
         "deterministic": "training is reproducible for a seed on the CPU (check 'train-deterministic')",
         "gridsize_gt_1": "gridsize > 1 is supported (the training and inference checks at gridsize > 1)",
+        "trains": "train makes models; False for a backend that only runs models made elsewhere (exported), whose checks start from import_arrays",
     }
 )
 """Names a backend may declare False in its ``capabilities`` mapping; all default to True."""

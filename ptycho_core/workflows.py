@@ -40,6 +40,7 @@ from ptycho_core.hooks import HookRelay, make_plugin_manager
 from ptycho_core.physics import normalize_probe
 from ptycho_core.protocol import (
     ReconstructionBackend,
+    SupportsArrayImport,
     SupportsInitialObject,
     SupportsWarmStart,
     TrainedModel,
@@ -74,6 +75,7 @@ DatasetLike = PtychoData | str | os.PathLike[str]
 _CAPABILITIES: Mapping[type, tuple[str, str]] = {
     SupportsWarmStart: ("refine a trained model", "train_from"),
     SupportsInitialObject: ("start from an initial object", "infer_from and model_from_probe"),
+    SupportsArrayImport: ("build a model from framework-neutral weights", "import_arrays"),
 }
 
 

@@ -20,6 +20,7 @@ from ptycho_core.errors import BackendUnavailableError
 BUILTIN = {
     "pytorch": ("PyTorch", ("torch", "lightning"), "pip install 'ptycho[torch]'", "ptycho_torch"),
     "tensorflow": ("TensorFlow", ("tensorflow", "keras"), "pip install 'ptycho[tf]'", "ptycho_tf"),
+    "onnx": ("ONNX Runtime", ("onnxruntime",), "pip install 'ptycho[onnx]'", "ptycho_onnx"),
 }
 
 
@@ -48,7 +49,11 @@ def test_builtin_backend_selection_matches_the_environment(name: str) -> None:
 
 
 FRAMEWORK_MODULES = ("torch", "lightning", "tensorflow", "keras")
-FOREIGN = {"pytorch": {"tensorflow", "keras"}, "tensorflow": {"torch", "lightning"}}
+FOREIGN = {
+    "pytorch": {"tensorflow", "keras"},
+    "tensorflow": {"torch", "lightning"},
+    "onnx": set(FRAMEWORK_MODULES),
+}
 
 
 @pytest.mark.parametrize("name", sorted(BUILTIN))

@@ -534,7 +534,22 @@ def test_a_capability_skips_its_check_with_the_reason() -> None:
     assert skipped["check_train_deterministic"] == (
         "backend declares capabilities['deterministic'] = False"
     )
-    assert set(KNOWN_CAPABILITIES) == {"deterministic", "gridsize_gt_1"}
+    assert set(KNOWN_CAPABILITIES) == {"deterministic", "gridsize_gt_1", "trains"}
+
+
+def test_a_backend_that_does_not_train_must_import_its_models() -> None:
+    """``trains`` False skips the training checks; the model of the others comes from
+    ``import_arrays``, so a backend without it breaks rule 'trains' instead of passing."""
+
+    class InferenceOnly(Gain):
+        name = "inference-only"
+        capabilities = {"trains": False}  # noqa: RUF012
+
+    report = check_backend(InferenceOnly)
+    skipped = {r.check for r in report.skipped}
+    assert {"check_trained_model", "check_train_deterministic", "check_epoch_end_hook"} <= skipped
+    failed = {r.check: r.message for r in report.results if r.status == "failed"}
+    assert "check_infer_output" in failed and "rule 'trains'" in failed["check_infer_output"]
 
 
 def test_gridsize_capability_skips_training_checks_at_gridsize_2() -> None:

@@ -23,7 +23,17 @@ REGISTRY = {"backend_selector"}
 MAY_SELECT = {"__init__", "workflows", "testing", "cli"}
 """Modules allowed to import the selector: the dispatching workflows, the conformance kit
 (it tests a backend directly), the CLI's listing, and the package's public re-exports."""
-FRAMEWORKS = {"torch", "tensorflow", "keras", "lightning", "ptycho_torch", "ptycho_tf"}
+FRAMEWORKS = {
+    "torch",
+    "tensorflow",
+    "keras",
+    "lightning",
+    "onnx",
+    "onnxruntime",
+    "ptycho_torch",
+    "ptycho_tf",
+    "ptycho_onnx",
+}
 
 
 def _module_name(path: Path) -> str:
@@ -93,9 +103,11 @@ def test_importing_ptycho_core_loads_no_package_built_on_it() -> None:
         "ptycho_ptychodus",
         "ptycho_torch",
         "ptycho_tf",
+        "ptycho_onnx",
         "ptychodus",
         "torch",
         "tensorflow",
+        "onnxruntime",
     )
     code = (
         f"import sys, ptycho_core\nprint(','.join(m for m in {dependents!r} if m in sys.modules))"

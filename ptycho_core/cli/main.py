@@ -347,6 +347,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "train_groups": args.train_groups,
         "precision": args.precision,
         "accelerator": args.accelerator,
+        "n_filters_scale": args.n_filters_scale,
+        "backend_options": parse_options(args.option) or None,
     }
     settings = BenchSettings(**{k: v for k, v in given.items() if v is not None})
     report = run_benchmark(args.backend, settings)
@@ -380,6 +382,19 @@ def cmd_convert(args: argparse.Namespace) -> int:
     model = convert_bundle(args.bundle, args.to, args.output)
     print(
         f"converted {args.bundle} from backend {source!r} to {model.backend!r}; wrote {args.output}"
+    )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ptycho_core.bundle import read_manifest
+    from ptycho_core.convert import export_bundle
+
+    source = read_manifest(args.bundle)["backend"]
+    model = export_bundle(args.bundle, args.format, args.output, options=parse_options(args.option))
+    print(
+        f"exported {args.bundle} (backend {source!r}) as {args.format}; wrote {args.output} "
+        f"(backend {model.backend!r})"
     )
     return 0
 
@@ -528,6 +543,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--train-groups", type=int, help="groups per training epoch")
     bench.add_argument("--precision", choices=PRECISIONS, help="numeric precision")
     bench.add_argument("--accelerator", choices=ACCELERATORS, help="device kind")
+    bench.add_argument("--n-filters-scale", type=int, help="network width multiplier")
+    _add_backend_option(
+        bench,
+        "backend option of the model measured (repeatable); for onnx its export settings, "
+        "e.g. quantize=int8",
+    )
     bench.set_defaults(run=cmd_bench)
 
     check = commands.add_parser(
@@ -554,6 +575,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--output", "-o", type=Path, required=True, metavar="OUT", help="bundle to write"
     )
     convert.set_defaults(run=cmd_convert)
+
+    export = commands.add_parser(
+        "export", help="export a trained network for deployment without a framework (ONNX)"
+    )
+    export.add_argument("bundle", type=Path, metavar="BUNDLE")
+    export.add_argument(
+        "--format", required=True, choices=("onnx",), help="deployment format: onnx"
+    )
+    export.add_argument(
+        "--output", "-o", type=Path, required=True, metavar="OUT", help="bundle to write"
+    )
+    _add_backend_option(
+        export,
+        "export setting of the format's backend (repeatable), e.g. quantize=int8 or "
+        "calibration_groups=512",
+    )
+    export.set_defaults(run=cmd_export)
 
     demo = commands.add_parser("demo", help="simulate → train → infer → evaluate, with a figure")
     demo.add_argument("--backend", default=TrainingConfig().backend, help="backend name")

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ptycho_core.architecture import initial_arrays
 from ptycho_core.backend_selector import select_backend
 from ptycho_core.config import SUPPORTED_N, InferenceConfig, TrainingConfig
 from ptycho_core.grouping import GroupedData
@@ -38,6 +39,7 @@ _METHOD_SECTIONS: Mapping[str, str] = {
     "infer": "§4.2",
     "save": "§4.3",
     "load": "§4.4",
+    "import_arrays": "§8",
     "train_from": "§9.1",
     "infer_from": "§9.2",
     "model_from_probe": "§9.2",
@@ -164,6 +166,7 @@ class BackendHarness:
         self._backend = _Lazy(self.new_backend)
         self._dataset = _Lazy(lambda: data.simulated_dataset(self.N))
         self._trained = _Lazy(self._train_main)
+        self._imported = _Lazy(self._import_main)
         self._inferred = _Lazy(self._infer_main)
         self._bundle = _Lazy(self._save_main)
 
@@ -238,7 +241,11 @@ class BackendHarness:
     # -- runs
 
     def train(self, config: TrainingConfig | None = None) -> Run:
-        """Train on fresh data; record the hook calls and fingerprint the inputs."""
+        """Train on fresh data; record the hook calls and fingerprint the inputs.
+
+        Skips the calling check for a backend that declares ``capabilities['trains']``
+        False (it runs models made elsewhere)."""
+        self.require("trains")
         config = config or self.training_config()
         given = self.training_data(config)
         recorder = HookRecorder()
@@ -273,6 +280,39 @@ class BackendHarness:
         self.require_gridsize()
         return self.train()
 
+    def _import_main(self) -> TrainedModel:
+        """The model of a backend that does not train: new-network weights of the harness's
+        architecture (:func:`~ptycho_core.architecture.initial_arrays`), imported."""
+        self.require_gridsize()
+        config = self.training_config()
+        given = self.training_data(config)
+        importer = getattr(self.backend, "import_arrays", None)
+        if not callable(importer):
+            raise self.error(
+                "trains",
+                "a backend declaring capabilities['trains'] = False to make its models with "
+                "import_arrays (framework-neutral weights)",
+                "no import_arrays method",
+                "§8",
+            )
+        arrays = initial_arrays(config.model, given.probe, given.intensity_scale, seed=config.seed)
+        model = self.call(
+            "import_arrays",
+            lambda: importer(
+                arrays, config=config, probe=given.probe, intensity_scale=given.intensity_scale
+            ),
+            "import_arrays(arrays, config=..., probe=..., intensity_scale=...) to return a "
+            "TrainedModel",
+        )
+        if not isinstance(model, TrainedModel):
+            raise self.error(
+                "trained-model",
+                "import_arrays to return a ptycho_core.protocol.TrainedModel",
+                f"{type(model).__name__}",
+                "§8",
+            )
+        return model
+
     def _infer_main(self) -> Run:
         return self.infer(self.model)
 
@@ -290,6 +330,9 @@ class BackendHarness:
 
     @property
     def model(self) -> TrainedModel:
+        """The main model: trained, or imported for a backend that does not train."""
+        if not self.capabilities.get("trains", True):
+            return self._imported.get()
         model = self.trained.result
         if not isinstance(model, TrainedModel):
             raise self.error(

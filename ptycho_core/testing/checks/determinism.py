@@ -21,6 +21,7 @@ def check_train_deterministic(h: BackendHarness) -> None:
     """Two trainings with the same data, config and seed give the same history and the
     same inference output (bit-identical, or equal to float32 round-off)."""
     me = check_train_deterministic
+    h.require("trains")
     h.require("deterministic")
     first = h.model
     second_run = h.train()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ptycho_core.architecture import initial_arrays
 from ptycho_core.bundle import write_bundle
 from ptycho_core.config import SUPPORTED_N
 from ptycho_core.errors import BackendMismatchError, BundleError
@@ -38,6 +39,7 @@ def check_train_rejects_mismatch(h: BackendHarness) -> None:
     """``train`` raises ValueError before the first epoch when the data's N or number of
     patterns per group differ from the config's."""
     me = check_train_rejects_mismatch
+    h.require("trains")
     other_N = next(n for n in SUPPORTED_N if n != h.N)
     config = h.training_config()
     data = h.training_data(config)
@@ -219,15 +221,20 @@ def check_unknown_option(h: BackendHarness) -> None:
     config = h.training_config(backend_options=options)
     data = h.training_data(config)
     recorder = HookRecorder()
-    what = f"train with TrainingConfig.backend_options={options!r}"
-    expect_raises(
-        h,
-        me,
-        lambda: h.backend.train(data, config, hooks=recorder.relay()),
-        ValueError,
-        what,
-        must_name=(UNKNOWN_OPTION,),
-    )
+    trains = h.capabilities.get("trains", True)
+    # a backend that does not train makes its models by import, which takes the options
+    method = "train" if trains else "import_arrays"
+    what = f"{method} with TrainingConfig.backend_options={options!r}"
+
+    def run() -> object:
+        if trains:
+            return h.backend.train(data, config, hooks=recorder.relay())
+        arrays = initial_arrays(config.model, data.probe, data.intensity_scale)
+        return h.backend.import_arrays(
+            arrays, config=config, probe=data.probe, intensity_scale=data.intensity_scale
+        )
+
+    expect_raises(h, me, run, ValueError, what, must_name=(UNKNOWN_OPTION,))
     if recorder.named("epoch_end"):
         raise fail(h, me, f"{what} to fail before the first epoch", "ptycho_epoch_end was called")
     model = h.model

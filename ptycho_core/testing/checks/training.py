@@ -113,6 +113,7 @@ def check_trained_model(h: BackendHarness) -> None:
     normalised probe as complex64 (N, N), the given intensity scale, a per-epoch history
     with ``'loss'`` and JSON-compatible ``extra``."""
     me = check_trained_model
+    h.require("trains")
     model = h.model
     data = h.training_data()
     if model.backend != h.name:
