@@ -60,6 +60,7 @@ __all__ = [
     "json_value",
     "read_bundle",
     "read_manifest",
+    "read_payload_json",
     "write_bundle",
 ]
 
@@ -564,6 +565,22 @@ def _copy_member(
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as error:
         raise _fail(path, f"member {info.filename!r} is corrupt ({error})") from error
     return size, digest.hexdigest()
+
+
+def read_payload_json(file: Path, max_bytes: int, fail: Callable[[str], Exception]) -> Any:
+    """The JSON document in an extracted payload ``file`` of at most ``max_bytes`` bytes.
+
+    For backends whose payload keeps settings as JSON: the size is bounded before the text
+    is parsed, and a file that is too large or not JSON raises ``fail(message)``.
+    """
+    with open(file, "rb") as handle:
+        raw = handle.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise fail(f"larger than {max_bytes} bytes")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as error:
+        raise fail(f"is not JSON: {error}") from error
 
 
 def _read_small(

@@ -31,7 +31,7 @@ from ptycho_core.backend_options import (
     one_of,
     resolve_backend_options,
 )
-from ptycho_core.bundle import read_bundle, write_bundle
+from ptycho_core.bundle import read_bundle, read_payload_json, write_bundle
 from ptycho_core.config import InferenceConfig, TrainingConfig
 from ptycho_core.convert import checked_import, checked_intensity_scale
 from ptycho_core.errors import BundleError, CapabilityError, ConfigError
@@ -282,14 +282,9 @@ def _read_payload(bundle: Path, folder: Path) -> ExportedGenerator:
     for name in (GRAPH_FILE, METADATA_FILE):
         if not (folder / name).is_file():
             raise fail(name, "is missing")
-    with open(folder / METADATA_FILE, "rb") as handle:
-        raw = handle.read(_METADATA_MAX_BYTES + 1)
-    if len(raw) > _METADATA_MAX_BYTES:
-        raise fail(METADATA_FILE, f"larger than {_METADATA_MAX_BYTES} bytes")
-    try:
-        document = json.loads(raw.decode("utf-8"))
-    except (ValueError, RecursionError) as error:
-        raise fail(METADATA_FILE, f"is not JSON: {error}") from error
+    document = read_payload_json(
+        folder / METADATA_FILE, _METADATA_MAX_BYTES, lambda message: fail(METADATA_FILE, message)
+    )
     if not isinstance(document, dict) or sorted(document) != sorted(_METADATA_KEYS):
         found = sorted(document) if isinstance(document, dict) else type(document).__name__
         raise fail(

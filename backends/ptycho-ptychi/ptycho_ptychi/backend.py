@@ -42,7 +42,7 @@ from ptycho_core.backend_options import (
     real_in,
     resolve_backend_options,
 )
-from ptycho_core.bundle import read_bundle, write_bundle
+from ptycho_core.bundle import read_bundle, read_payload_json, write_bundle
 from ptycho_core.config import InferenceConfig, TrainingConfig
 from ptycho_core.errors import BundleError, ConfigError
 from ptycho_core.geometry import extract_patches, extract_patches_spline
@@ -507,14 +507,9 @@ class PtychiBackend(OneReconstructionPath):
         for file in (arrays_file, settings_file):
             if not file.is_file():
                 raise fail(file.name, "is missing")
-        with open(settings_file, "rb") as handle:
-            raw = handle.read(_SETTINGS_MAX_BYTES + 1)
-        if len(raw) > _SETTINGS_MAX_BYTES:
-            raise fail(PAYLOAD_SETTINGS, f"larger than {_SETTINGS_MAX_BYTES} bytes")
-        try:
-            document = json.loads(raw.decode("utf-8"))
-        except (ValueError, RecursionError) as error:
-            raise fail(PAYLOAD_SETTINGS, f"is not JSON: {error}") from error
+        document = read_payload_json(
+            settings_file, _SETTINGS_MAX_BYTES, lambda message: fail(PAYLOAD_SETTINGS, message)
+        )
         if not isinstance(document, dict) or set(document) != {"engine", "settings"}:
             raise fail(PAYLOAD_SETTINGS, "expected an object with keys 'engine' and 'settings'")
         if document["engine"] != self.engine_key:
