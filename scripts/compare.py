@@ -54,6 +54,7 @@ from measuring import (
     command_line,
     evaluate,
     machine,
+    portable,
     ptycho,
     refine_epochs_for_budget,
     save_json,
@@ -74,7 +75,7 @@ EVALUATE_S = 3.0
 SIMULATE_S = 5.0
 """Rough wall time of one ``ptycho simulate`` of the default data, for the schedule."""
 
-NETWORK, ITERATIVE, OTHER = "network", "iterative", "other"
+NETWORK, ITERATIVE, DEPLOYMENT, OTHER = "network", "iterative", "deployment", "other"
 
 
 # ----------------------------------------------------------------------------- backends
@@ -84,20 +85,26 @@ def classify_backend(backend: Any) -> dict[str, Any]:
     """A backend object's kind and the optional capabilities that decide it.
 
     ``iterative`` if it can start from a given object (the target of ``--then``),
-    ``network`` if it can continue training on a scan (``--refine-epochs``), else ``other``.
+    ``network`` if it can continue training on a scan (``--refine-epochs``), ``deployment``
+    if it does not train but imports networks (``ptycho export``'s target), else ``other``.
     """
     from ptycho_core.protocol import (
+        SupportsArrayImport,
         SupportsForward,
         SupportsInitialObject,
         SupportsWarmStart,
+        declared_capabilities,
     )
 
     capabilities = {
         "warm_start": isinstance(backend, SupportsWarmStart),
         "initial_object": isinstance(backend, SupportsInitialObject),
         "forward": isinstance(backend, SupportsForward),
+        "trains": declared_capabilities(backend)["trains"],
     }
-    if capabilities["initial_object"]:
+    if not capabilities["trains"] and isinstance(backend, SupportsArrayImport):
+        kind = DEPLOYMENT
+    elif capabilities["initial_object"]:
         kind = ITERATIVE
     elif capabilities["warm_start"]:
         kind = NETWORK
@@ -178,6 +185,12 @@ def hybrid_targets(kinds: dict[str, dict[str, Any]]) -> list[str]:
     return [name for name, info in kinds.items() if info.get("kind") == ITERATIVE]
 
 
+def export_targets(kinds: dict[str, dict[str, Any]]) -> list[str]:
+    """The deployment backends a network's trained bundle is exported to (``ptycho export``);
+    they are measured through those exports, never trained."""
+    return [name for name, info in kinds.items() if info.get("kind") == DEPLOYMENT]
+
+
 # ----------------------------------------------------------------------------- the plan
 
 
@@ -200,7 +213,10 @@ class Plan:
 
     @property
     def runnable(self) -> list[str]:
-        return [name for name, info in self.kinds.items() if "kind" in info]
+        """The backends trained and run on their own (deployment ones run exports only)."""
+        return [
+            name for name, info in self.kinds.items() if info.get("kind") not in (None, DEPLOYMENT)
+        ]
 
 
 def network_train_args(quick: bool) -> tuple[str, ...]:
@@ -245,7 +261,8 @@ def _estimates(previous: dict[str, Any], quick: bool) -> Any:
             return float(entry["train"]["seconds"])
         if what == "refine-sizing" and "refine_sizing_seconds" in entry:
             return float(entry["refine_sizing_seconds"])
-        mode = entry.get("modes", {}).get(f"hybrid:{target}" if what == "hybrid" else what, {})
+        key = f"{what}:{target}" if what in ("hybrid", "export") else what
+        mode = entry.get("modes", {}).get(key, {})
         if "seconds" in mode:
             return float(mode["seconds"]) + EVALUATE_S
         return from_quality(dose, what, backend, target)
@@ -259,7 +276,7 @@ def make_plan(
     """Every step of a run, in order, with an estimate of its wall time where one is known."""
     plan = Plan(list(doses), kinds, quick)
     estimate = _estimates(previous, quick)
-    targets = hybrid_targets(kinds)
+    targets, exports = hybrid_targets(kinds), export_targets(kinds)
     for dose in doses:
         plan.steps += [Step(dose, "simulate", "", 2 * SIMULATE_S)]
         for name in plan.runnable:
@@ -275,6 +292,9 @@ def make_plan(
             for target in targets:
                 seconds = estimate(dose, "hybrid", name, target)
                 plan.steps.append(Step(dose, f"hybrid:{target}", name, seconds))
+            for target in exports:
+                seconds = estimate(dose, "export", name, target)
+                plan.steps.append(Step(dose, f"export:{target}", name, seconds))
     return plan
 
 
@@ -402,6 +422,8 @@ def measure_dose(
         if "kind" not in info:
             backends[name] = {"error": info["error"], "measured": _now()}
             continue
+        if info["kind"] == DEPLOYMENT:  # measured through the networks' exports
+            continue
         folder = work / dose / name
         if folder.exists():
             shutil.rmtree(folder)
@@ -440,25 +462,37 @@ def measure_dose(
             args = ["infer", bundle, str(test), "--output-dir", str(out), "--then", then]
             mode = _measure(args, out, test, timeout, then=target, then_bundle="bundle" in solver)
             modes[f"hybrid:{target}"] = mode
+        for target in export_targets(kinds):
+            echo(f"[{dose}] {name} exported to {target}")
+            modes[f"export:{target}"] = _exported(bundle, target, test, folder, timeout)
     return entry
 
 
-WORKDIR = "WORKDIR"
-"""What the stored results write for the run's work folder (``--workdir``)."""
+def _exported(bundle: str, target: str, test: Path, folder: Path, timeout: float) -> dict[str, Any]:
+    """``ptycho export`` of a network's bundle to ``target``, then the export measured alone
+    (its time is the inference's; the one-off export is recorded beside it)."""
+    from ptycho_core.convert import EXPORT_FORMATS
 
-
-def portable(value: Any, work: Path) -> Any:
-    """``value`` with every path under ``work`` written relative to :data:`WORKDIR`, so the
-    stored results (and the commands in the docs) name no folder of the measuring machine."""
-    if isinstance(value, dict):
-        return {key: portable(item, work) for key, item in value.items()}
-    if isinstance(value, list):
-        return [portable(item, work) for item in value]
-    if isinstance(value, str):
-        for prefix in {str(work.resolve()), str(work)}:
-            value = value.replace(prefix + os.sep, WORKDIR + "/")
-        return value
-    return value
+    formats = [name for name, backend in EXPORT_FORMATS.items() if backend == target]
+    out = folder / f"export-{target}"
+    exported = out / "model.ptycho"
+    args = ["export", bundle, "--format", formats[0] if formats else target]
+    args += ["--output", str(exported)]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        export_s, _ = ptycho(*args, timeout=timeout)
+    except CommandFailed as failure:
+        return {**_failure(command_line(args), failure.error_line), "export": target}
+    infer_args = ["infer", str(exported), str(test), "--output-dir", str(out / "single")]
+    return _measure(
+        infer_args,
+        out / "single",
+        test,
+        timeout,
+        export=target,
+        export_command=command_line(args),
+        export_seconds=round(export_s, 1),
+    )
 
 
 def run(
@@ -520,7 +554,9 @@ def rows(results: dict[str, Any], dose: str) -> list[dict[str, Any]]:
         for mode in sorted(result["modes"], key=_mode_order):
             entry = result["modes"][mode]
             row: dict[str, Any] = {"backend": name, "mode": mode}
-            if mode.startswith("hybrid:"):
+            if mode.startswith("export:"):
+                row["label"] = f"exported to `{entry.get('export', mode.split(':', 1)[1])}`"
+            elif mode.startswith("hybrid:"):
                 target = entry.get("then", mode.split(":", 1)[1])
                 how = "trained" if entry.get("then_bundle") else "by name"
                 row["label"] = f"then `{target}` ({how})"

@@ -17,7 +17,8 @@ busy machine slows all of them alike, and reports the best of ``--repeats`` roun
 patterns per second, with ratios to ``pytorch`` float32 measured in the same rounds and the
 ONNX float32 rate at several batch sizes. Run it on a quiet machine.
 
-Both store their figures in ``docs/deploy-results.json``; ``tables`` writes the table
+Both store their figures in ``docs/deploy-results.json`` (paths under ``--workdir`` written as
+``WORKDIR``); ``tables`` writes the table
 between ``<!-- deploy:frontier -->`` markers in README.md and docs/quality.md and the figure
 ``docs/deploy.png``. ``--quick`` (tiny data, one epoch) checks the script end to end.
 """
@@ -32,7 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from measuring import ROOT, infer, machine, ptycho, save_json, write_blocks
+from measuring import ROOT, infer, machine, portable, ptycho, save_json, write_blocks
 
 from ptycho_core.demo import demo_training_config
 
@@ -84,7 +85,7 @@ def quality(workdir: Path, scales: Sequence[int], quick: bool, results_path: Pat
             }
         results["scales"][str(scale)] = {**results["scales"].get(str(scale), {}), **entry}
         results["quick"] = quick
-        save_json(results_path, results)
+        save_json(results_path, portable(results, workdir))
 
 
 def _rates(workdir: Path, scale: int, repeats: int) -> dict[str, Any]:
@@ -198,8 +199,12 @@ def figure(results: dict[str, Any], path: Path) -> None:
 
 def tables(results_path: Path, docs: Sequence[Path], figure_path: Path) -> None:
     results = _load(results_path)
-    if results.get("quick") and results_path == RESULTS:
-        sys.exit("deploy.py tables: the stored results are from --quick; refusing to publish them")
+    into_repository = figure_path.resolve() == FIGURE or any(doc.resolve() in DOCS for doc in docs)
+    if results.get("quick") and into_repository:
+        sys.exit(
+            "deploy.py tables: these results are from --quick; refusing to write them into the "
+            "repository's documents (give scratch copies with --docs and --figure)"
+        )
     for doc in docs:
         write_blocks(doc, "deploy", {"frontier": table(results)})
     figure(results, figure_path)

@@ -129,3 +129,21 @@ def save_json(path: Path, value: Any) -> None:
     """Write ``value`` as sorted, indented JSON (the results files' format)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+WORKDIR = "WORKDIR"
+"""What the stored results write for the run's work folder (``--workdir``)."""
+
+
+def portable(value: Any, work: Path) -> Any:
+    """``value`` with every path under ``work`` written relative to :data:`WORKDIR`, so the
+    stored results (and the commands in the docs) name no folder of the measuring machine."""
+    if isinstance(value, dict):
+        return {key: portable(item, work) for key, item in value.items()}
+    if isinstance(value, list):
+        return [portable(item, work) for item in value]
+    if isinstance(value, str):
+        for prefix in {str(work.resolve()), str(work)}:
+            value = value.replace(prefix + os.sep, WORKDIR + "/")
+        return value
+    return value

@@ -248,6 +248,22 @@ def test_plan_schedules_each_dose_and_estimates_from_earlier_runs(compare: Modul
     assert all(s.what != "refine-sizing" for s in quick.steps)
 
 
+def test_a_deployment_backend_is_measured_through_each_networks_export(
+    compare: ModuleType,
+) -> None:
+    kinds = {"net": {"kind": "network"}, "dep": {"kind": "deployment"}}
+    assert compare.export_targets(kinds) == ["dep"]
+    plan = compare.make_plan(["1e9"], kinds, quick=True, previous={})
+    steps = [(s.what, s.backend) for s in plan.steps]
+    assert ("export:dep", "net") in steps
+    assert not [step for step in steps if step[1] == "dep"]  # never trained nor run alone
+    results = copy.deepcopy(RESULTS)
+    modes = results["doses"]["1e9"]["backends"]["net"]["modes"]
+    modes["export:dep"] = {**modes["single"], "export": "dep", "export_seconds": 2.0}
+    labels = {row["mode"]: row["label"] for row in compare.rows(results, "1e9")}
+    assert labels["export:dep"] == "exported to `dep`"
+
+
 def test_a_failing_command_is_recorded_and_the_run_goes_on(
     compare: ModuleType, tmp_path: Path
 ) -> None:

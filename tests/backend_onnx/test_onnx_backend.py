@@ -360,3 +360,16 @@ def test_int8_export_is_quantised_and_stays_close_to_float32() -> None:
 def test_backend_is_listed_with_its_install_command() -> None:
     backend = get_backend("onnx")
     assert backend.name == "onnx" and isinstance(backend, OnnxBackend)
+
+
+def test_the_comparison_script_measures_it_through_exports() -> None:
+    """scripts/compare.py classifies it as a deployment backend: never trained, run on the
+    exports of the network backends' trained bundles."""
+    root = Path(__file__).resolve().parents[2]
+    sys.path.insert(0, str(root / "scripts"))
+    try:
+        import compare
+    finally:
+        sys.path.remove(str(root / "scripts"))
+    kind = compare.classify_backend(OnnxBackend())
+    assert kind["kind"] == "deployment" and kind["capabilities"]["trains"] is False
