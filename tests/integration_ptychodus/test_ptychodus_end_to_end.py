@@ -204,6 +204,25 @@ def test_a_bundle_from_ptycho_train_reconstructs_in_ptychodus(run: Run) -> None:
     assert not np.allclose(run.untrained, run.trained)
 
 
+def test_an_onnx_export_reconstructs_in_ptychodus_as_its_source(run: Run, tmp_path) -> None:
+    """The bundle Ptychodus trained, exported with ``ptycho export``, runs in Ptychodus with
+    Backend = onnx and gives the object the PyTorch network gave."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from ptychodus.model import ModelCore
+
+    exported = tmp_path / "onnx.ptycho"
+    _cli("export", str(run.folder / "saved.ptycho"), "--format", "onnx", "--output", str(exported))
+    with ModelCore(log_level=logging.INFO) as core:
+        set_settings(core, **{**FAST, "Backend": "onnx"})
+        product = load_into(core, tmp_path / "h5", to_ptychodus(run.test), "test")
+        core.processing_core.processing_api.load_model_from_file(exported, algorithm="ptycho_pinn")
+        found = product.reconstruct_local(algorithm="ptycho_pinn", block=True)
+        found = found.get_product().object_.get_layer(0)
+    assert found.shape == run.trained.shape
+    assert np.abs(found - run.trained).max() <= 1e-4 * np.abs(run.trained).max()
+
+
 # ----------------------------------------------------------------------------- the worker
 
 
