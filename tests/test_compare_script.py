@@ -8,7 +8,6 @@ The script's run on the real iterative backend lives with that backend's tests
 from __future__ import annotations
 
 import copy
-import importlib
 import json
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from script_helpers import import_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "compare.py"
@@ -24,11 +24,7 @@ SCRIPT = ROOT / "scripts" / "compare.py"
 
 @pytest.fixture(scope="module")
 def compare() -> ModuleType:
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        return importlib.import_module("compare")
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
+    return import_script("compare")
 
 
 def _metrics(amplitude_ssim: float, phase_ssim: float) -> dict[str, float]:

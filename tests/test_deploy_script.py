@@ -3,7 +3,6 @@ to publish a quick run (its measuring runs need both frameworks; they ran for th
 
 from __future__ import annotations
 
-import importlib
 import json
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from script_helpers import import_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "deploy.py"
@@ -18,11 +18,7 @@ SCRIPT = ROOT / "scripts" / "deploy.py"
 
 @pytest.fixture(scope="module")
 def deploy() -> ModuleType:
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        return importlib.import_module("deploy")
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
+    return import_script("deploy")
 
 
 def _variant(ssim: float) -> dict:

@@ -365,11 +365,7 @@ def test_backend_is_listed_with_its_install_command() -> None:
 def test_the_comparison_script_measures_it_through_exports() -> None:
     """scripts/compare.py classifies it as a deployment backend: never trained, run on the
     exports of the network backends' trained bundles."""
-    root = Path(__file__).resolve().parents[2]
-    sys.path.insert(0, str(root / "scripts"))
-    try:
-        import compare
-    finally:
-        sys.path.remove(str(root / "scripts"))
-    kind = compare.classify_backend(OnnxBackend())
+    from script_helpers import import_script
+
+    kind = import_script("compare").classify_backend(OnnxBackend())
     assert kind["kind"] == "deployment" and kind["capabilities"]["trains"] is False
