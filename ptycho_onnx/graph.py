@@ -64,35 +64,29 @@ class _Builder:
         self.nodes.append(self.onnx.helper.make_node(op, inputs, [name], name=name, **attributes))
         return name
 
-    def conv(self, x: str, prefix: str) -> str:
+    def conv(self, x: str, prefix: str, *, upsampled: bool = False) -> str:
+        """The 3×3 'same' convolution ``prefix``; with ``upsampled``, of ``x`` upsampled 2×
+        (nearest), computed on ``x`` itself (:func:`_folded_upsampling`)."""
         kernel = np.asarray(self.arrays[f"{prefix}.kernel"], dtype=np.float32)
+        bias = np.asarray(self.arrays[f"{prefix}.bias"], np.float32)
+        if upsampled:
+            kernel, bias = _folded_upsampling(kernel), np.tile(bias, 4)
         weight = self.constant(f"{prefix}.weight", kernel.transpose(_KERNEL_TO_ONNX))
-        bias = self.constant(
-            f"{prefix}.bias", np.asarray(self.arrays[f"{prefix}.bias"], np.float32)
-        )
-        return self.node(
-            "Conv", [x, weight, bias], f"{prefix}.out", kernel_shape=[3, 3], pads=[1, 1, 1, 1]
-        )
+        inputs = [x, weight, self.constant(f"{prefix}.bias", bias)]
+        name = f"{prefix}.phases" if upsampled else f"{prefix}.out"
+        out = self.node("Conv", inputs, name, kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+        if not upsampled:
+            return out
+        return self.node("DepthToSpace", [out], f"{prefix}.out", blocksize=2, mode="DCR")
 
-    def conv_pair(self, x: str, prefix: str) -> str:
-        x = self.node("Relu", [self.conv(x, f"{prefix}.conv0")], f"{prefix}.relu0")
+    def conv_pair(self, x: str, prefix: str, *, upsampled: bool = False) -> str:
+        x = self.conv(x, f"{prefix}.conv0", upsampled=upsampled)
+        x = self.node("Relu", [x], f"{prefix}.relu0")
         return self.node("Relu", [self.conv(x, f"{prefix}.conv1")], f"{prefix}.relu1")
 
     def conv_pool(self, x: str, prefix: str) -> str:
         x = self.conv_pair(x, prefix)
         return self.node("MaxPool", [x], f"{prefix}.pool", kernel_shape=[2, 2], strides=[2, 2])
-
-    def conv_up(self, x: str, prefix: str) -> str:
-        x = self.conv_pair(x, prefix)
-        scales = self.constant(f"{prefix}.scales", np.array([1, 1, 2, 2], dtype=np.float32))
-        return self.node(
-            "Resize",
-            [x, "", scales],
-            f"{prefix}.up",
-            mode="nearest",
-            coordinate_transformation_mode="asymmetric",
-            nearest_mode="floor",
-        )
 
     def channels(self, x: str, begin: int, end: int, name: str) -> str:
         starts = self.constant(f"{name}.starts", np.array([begin], dtype=np.int64))
@@ -112,15 +106,18 @@ class _Builder:
     def decoder(self, x: str, prefix: str, config: ModelConfig, activation: str) -> str:
         N, n = config.N, config.n_filters_scale
         base = architecture.decoder_filters(N, n)
+        # Every ConvUp's upsampling is folded into the convolution that follows it (a
+        # channel slice in between commutes with it), so ``x`` is never upsampled itself.
         for i in range(len(list(pairwise([128 * n, *base])))):
-            x = self.conv_up(x, f"{prefix}.blocks.{i}")
+            x = self.conv_pair(x, f"{prefix}.blocks.{i}", upsampled=i > 0)
         if not config.pad_object:
-            x = self.conv(self.conv_up(x, f"{prefix}.up"), f"{prefix}.head")
+            x = self.conv_pair(x, f"{prefix}.up", upsampled=True)
+            x = self.conv(x, f"{prefix}.head", upsampled=True)
             return self.activation(x, activation, f"{prefix}.activation")
         width = base[-1]
         inner = self.channels(x, 0, width - C_OUTER, f"{prefix}.inner")
         inner = self.activation(
-            self.conv(inner, f"{prefix}.head"), activation, f"{prefix}.activation"
+            self.conv(inner, f"{prefix}.head", upsampled=True), activation, f"{prefix}.activation"
         )
         pad = N // 4
         pads = self.constant(f"{prefix}.pads", np.array([0, 0, pad, pad, 0, 0, pad, pad], np.int64))
@@ -128,11 +125,41 @@ class _Builder:
         if not config.probe_big:
             return out
         outer = self.channels(x, width - C_OUTER, width, f"{prefix}.outer")
-        outer = self.conv(self.conv_up(outer, f"{prefix}.outer.up"), f"{prefix}.outer.head")
+        outer = self.conv_pair(outer, f"{prefix}.outer.up", upsampled=True)
+        outer = self.conv(outer, f"{prefix}.outer.head", upsampled=True)
         outer = self.activation(outer, "swish", f"{prefix}.outer.swish")
         mask = self.constant(f"{prefix}.border", border_mask(N)[None, None])
         outer = self.node("Mul", [outer, mask], f"{prefix}.outer.masked")
         return self.node("Add", [out, outer], f"{prefix}.field")
+
+
+_PHASE_TAPS = np.array(
+    [
+        [[1, 0, 0], [0, 1, 1], [0, 0, 0]],  # even output rows: taps −1 | 0, +1 of the input
+        [[0, 0, 0], [1, 1, 0], [0, 0, 1]],  # odd output rows: taps −1, 0 | +1
+    ],
+    dtype=np.float32,
+)
+"""``_PHASE_TAPS[i][o, t]``: 1 when tap ``t`` (−1, 0, +1) of a 3×3 kernel on the 2×
+nearest-upsampled image reads input offset ``o`` (−1, 0, +1) for output rows of parity ``i``:
+row 2h + i + t of the upsampled image is input row h + ⌊(i + t)/2⌋."""
+
+
+def _folded_upsampling(kernel: np.ndarray) -> np.ndarray:
+    """The kernel (3, 3, in, 4·out) that, followed by DepthToSpace(2, 'DCR'), computes the
+    (3, 3, in, out) ``kernel`` applied after a 2× nearest upsampling.
+
+    Output channel ``(2i + j)·out + c`` holds the pixels of parity (row i, column j): its
+    taps are the original ones summed by the input pixel they read. The same products, in
+    one convolution at the input's resolution, with no upsampled image in between; 'same'
+    zero padding maps onto itself (a tap outside the upsampled image reads outside the input).
+    """
+    phases = [
+        np.einsum("ar,bs,rsio->abio", _PHASE_TAPS[i], _PHASE_TAPS[j], kernel)
+        for i in (0, 1)
+        for j in (0, 1)
+    ]
+    return np.concatenate(phases, axis=3).astype(np.float32)
 
 
 def build_generator(

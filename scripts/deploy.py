@@ -8,7 +8,8 @@
 training and test data once, and for each ``n_filters_scale`` trains a ``pytorch`` network
 with the demo's recipe (``ptycho_core.demo.demo_training_config``, the width changed),
 exports it twice (``ptycho export --format onnx``, float32 and ``--option quantize=int8``),
-converts it to ``tensorflow``, and scores every bundle on the held-out test object and on
+converts it to ``tensorflow``, and scores every bundle (``--reuse`` keeps a network an earlier
+run trained in the same ``--workdir`` and exports it again) on the held-out test object and on
 its own training object (``ptycho infer`` + ``ptycho evaluate``).
 
 ``speed`` then times the bare forward pass (``forward``: network and object formation on one
@@ -49,7 +50,9 @@ def _load(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {"scales": {}}
 
 
-def quality(workdir: Path, scales: Sequence[int], quick: bool, results_path: Path) -> None:
+def quality(
+    workdir: Path, scales: Sequence[int], quick: bool, results_path: Path, reuse: bool = False
+) -> None:
     results = _load(results_path)
     results["machine"] = machine()
     data = workdir / "data"
@@ -65,10 +68,12 @@ def quality(workdir: Path, scales: Sequence[int], quick: bool, results_path: Pat
         config = config.replace(model=config.model.replace(n_filters_scale=scale))
         (folder / "config.json").write_text(config.to_json())
         bundles = {variant: folder / f"{variant}.ptycho" for variant in VARIANTS}
-        train_args = ("train", str(train_npz), "--config", str(folder / "config.json"))
-        seconds, _ = ptycho(*train_args, "--output-dir", str(folder / "train"))
-        (folder / "train" / "model.ptycho").replace(bundles["pytorch"])
-        entry: dict[str, Any] = {"train_seconds": round(seconds, 1), "variants": {}}
+        entry: dict[str, Any] = {"variants": {}}
+        if not (reuse and bundles["pytorch"].exists()):
+            train_args = ("train", str(train_npz), "--config", str(folder / "config.json"))
+            seconds, _ = ptycho(*train_args, "--output-dir", str(folder / "train"))
+            (folder / "train" / "model.ptycho").replace(bundles["pytorch"])
+            entry["train_seconds"] = round(seconds, 1)
         steps = {
             "tensorflow": ("convert", "--to", "tensorflow"),
             "onnx": ("export", "--format", "onnx"),
@@ -219,6 +224,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sub.add_argument("--scales", type=int, nargs="+", default=[1, 2])
         sub.add_argument("--results", type=Path, default=RESULTS)
     commands.choices["quality"].add_argument("--quick", action="store_true")
+    commands.choices["quality"].add_argument(
+        "--reuse", action="store_true", help="keep an earlier run's trained network (export again)"
+    )
     commands.choices["speed"].add_argument("--repeats", type=int, default=5)
     tab = commands.add_parser("tables")
     tab.add_argument("--results", type=Path, default=RESULTS)
@@ -226,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tab.add_argument("--figure", type=Path, default=FIGURE)
     args = parser.parse_args(argv)
     if args.command == "quality":
-        quality(args.workdir, args.scales, args.quick, args.results)
+        quality(args.workdir, args.scales, args.quick, args.results, args.reuse)
     elif args.command == "speed":
         speed(args.workdir, args.scales, args.repeats, args.results)
     else:
