@@ -40,7 +40,12 @@ from ptycho_core.hooks import HookRelay
 from ptycho_core.object_patches import object_patches
 from ptycho_core.protocol import TrainedModel, TrainingData
 from ptycho_onnx.graph import INPUT, OPSET, OUTPUTS
-from ptycho_onnx.runtime import GRAPH_ERRORS, graph_signature_problem, make_session
+from ptycho_onnx.runtime import (
+    GRAPH_ERRORS,
+    graph_signature_problem,
+    make_session,
+    providers_for,
+)
 
 __all__ = ["GRAPH_FILE", "METADATA_FILE", "ExportedGenerator", "OnnxBackend"]
 
@@ -57,19 +62,23 @@ _METADATA_KEYS = ("calibration_groups", "opset", "quantization", "version")
 class ExportedGenerator:
     """The payload of an ``onnx`` model: the serialised graph and how it was made.
 
-    Sessions are made on first use and kept, one per (accelerator, threads).
+    Sessions are made on first use and kept, one per (execution providers, threads): the
+    CPU session that loading checks the graph with serves inference on a machine without a
+    GPU provider too.
     """
 
     graph: bytes
     quantization: str
     calibration_groups: int
     opset: int = OPSET
-    _sessions: dict[tuple[str, int], ort.InferenceSession] = field(default_factory=dict, repr=False)
+    _sessions: dict[tuple[tuple[str, ...], int], ort.InferenceSession] = field(
+        default_factory=dict, repr=False
+    )
 
     def session(self, accelerator: str, threads: int) -> ort.InferenceSession:
-        key = (accelerator, threads)
+        key = (tuple(providers_for(accelerator)), threads)
         if key not in self._sessions:
-            self._sessions[key] = make_session(self.graph, accelerator=accelerator, threads=threads)
+            self._sessions[key] = make_session(self.graph, providers=key[0], threads=threads)
         return self._sessions[key]
 
     def metadata(self) -> dict[str, Any]:

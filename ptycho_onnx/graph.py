@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -108,7 +107,7 @@ class _Builder:
         base = architecture.decoder_filters(N, n)
         # Every ConvUp's upsampling is folded into the convolution that follows it (a
         # channel slice in between commutes with it), so ``x`` is never upsampled itself.
-        for i in range(len(list(pairwise([128 * n, *base])))):
+        for i in range(len(base)):
             x = self.conv_pair(x, f"{prefix}.blocks.{i}", upsampled=i > 0)
         if not config.pad_object:
             x = self.conv_pair(x, f"{prefix}.up", upsampled=True)

@@ -64,9 +64,9 @@ def providers_for(accelerator: str, backend: str = "onnx") -> list[str]:
     return [*gpus, CPU_PROVIDER]
 
 
-def make_session(graph: bytes, *, accelerator: str, threads: int) -> ort.InferenceSession:
-    """A session running ``graph`` (serialised ONNX) on ``accelerator`` with ``threads``
-    intra-op threads (0: one per available CPU).
+def make_session(graph: bytes, *, providers: Sequence[str], threads: int) -> ort.InferenceSession:
+    """A session running ``graph`` (serialised ONNX) on ``providers`` (see
+    :func:`providers_for`) with ``threads`` intra-op threads (0: one per available CPU).
 
     The graph is given as bytes, so a graph that refers to external data files cannot
     reach the file system, and no custom-operator library is registered: loading runs
@@ -80,7 +80,7 @@ def make_session(graph: bytes, *, accelerator: str, threads: int) -> ort.Inferen
     options.enable_cpu_mem_arena = True
     options.enable_mem_pattern = True
     options.log_severity_level = 3  # errors only: warnings would go to stderr unasked
-    return ort.InferenceSession(graph, options, providers=providers_for(accelerator))
+    return ort.InferenceSession(graph, options, providers=list(providers))
 
 
 def _describe(type_: str, shape: Sequence[Any]) -> str:

@@ -21,14 +21,14 @@ from ptycho_core.config import ModelConfig, TrainingConfig
 from ptycho_core.errors import BundleError, CapabilityError, ConfigError
 from ptycho_core.hooks import make_plugin_manager
 from ptycho_core.physics import default_probe
-from ptycho_core.testing import BackendHarness, parametrize_with_checks
+from ptycho_core.testing import BackendHarness, HookRecorder, parametrize_with_checks
 from ptycho_core.workflows import get_backend
 
 pytest.importorskip("onnx")  # exporting (building graphs) needs it; running does not
 
 from ptycho_onnx.backend import GRAPH_FILE, METADATA_FILE, ExportedGenerator, OnnxBackend
 from ptycho_onnx.graph import INPUT, OUTPUTS, build_generator
-from ptycho_onnx.runtime import graph_signature_problem, make_session
+from ptycho_onnx.runtime import graph_signature_problem, make_session, providers_for
 
 HOOKS = make_plugin_manager(load_entry_points=False).hook
 SCALE = 1000.0
@@ -76,7 +76,7 @@ architectures = st.builds(
 def test_every_architecture_exports_to_a_graph_of_the_declared_signature(config) -> None:
     probe = default_probe(config.N)
     graph = build_generator(initial_arrays(config, probe, SCALE), config)
-    session = make_session(graph.SerializeToString(), accelerator="cpu", threads=1)
+    session = make_session(graph.SerializeToString(), providers=providers_for("cpu"), threads=1)
     assert graph_signature_problem(session, config, INPUT, OUTPUTS) is None
     x, _ = batch(config, size=3)
     amplitude, phase = session.run(list(OUTPUTS), {INPUT: x})
@@ -98,7 +98,7 @@ def test_a_model_infers_object_patches_in_batches_with_progress(model) -> None:
     from ptycho_core.testing import data
 
     groups = data.inference_groups(data.simulated_dataset(64), 1)
-    recorder = data_recorder()
+    recorder = HookRecorder()
     config = data.inference_config("onnx", batch_size=10)
     patches = OnnxBackend().infer(model, groups, config, hooks=recorder.relay())
     assert patches.shape == (groups.n_groups, 64, 64, 1) and patches.dtype == np.complex64
@@ -106,12 +106,6 @@ def test_a_model_infers_object_patches_in_batches_with_progress(model) -> None:
     assert done == [*range(10, groups.n_groups, 10), groups.n_groups]
     forward = OnnxBackend().forward(model, groups.diffraction[:10], groups.coords_relative[:10])
     np.testing.assert_array_equal(forward, patches[:10])
-
-
-def data_recorder():
-    from ptycho_core.testing import HookRecorder
-
-    return HookRecorder()
 
 
 def test_training_is_refused_and_names_the_export_path(model) -> None:
@@ -357,7 +351,7 @@ def test_int8_export_is_quantised_and_stays_close_to_float32() -> None:
     assert 0 < error < 0.05
 
 
-def test_backend_is_listed_with_its_install_command() -> None:
+def test_the_selector_finds_it_by_name() -> None:
     backend = get_backend("onnx")
     assert backend.name == "onnx" and isinstance(backend, OnnxBackend)
 
