@@ -24,7 +24,15 @@ from ptycho_core.errors import DataContractError
 from ptycho_core.limits import MAX_CANVAS_PIXELS, MAX_COORDINATE, MAX_PROBE_MODES
 from ptycho_core.npz import NpzReader, open_npz
 
-__all__ = ["FORMAT_KEY", "FORMAT_VALUE", "PtychoData", "load_npz", "save_npz", "validate"]
+__all__ = [
+    "FORMAT_KEY",
+    "FORMAT_VALUE",
+    "LAYOUTS",
+    "PtychoData",
+    "load_npz",
+    "save_npz",
+    "validate",
+]
 
 #: Share of the probe power other modes may carry before taking mode 0 warns.
 MODE_POWER_WARN_FRACTION = 0.01
@@ -274,14 +282,16 @@ def _validated(
     scan_index: Any,
     source: str,
     diffraction_key: str = "diffraction",
+    position_keys: tuple[str, str] = ("xcoords", "ycoords"),
     is_intensity: bool = False,
     warn_ambiguous: bool = False,
 ) -> PtychoData:
     """The shared checks of :func:`validate` and :func:`load_npz` (order matters for messages)."""
-    x = _coordinates(xcoords, source, "xcoords")
-    y = _coordinates(ycoords, source, "ycoords")
+    x_key, y_key = position_keys
+    x = _coordinates(xcoords, source, x_key)
+    y = _coordinates(ycoords, source, y_key)
     if x.shape != y.shape:
-        raise _error(source, "ycoords", f"{x.shape[0]} entries like 'xcoords'", f"shape {y.shape}")
+        raise _error(source, y_key, f"{x.shape[0]} entries like '{x_key}'", f"shape {y.shape}")
     n = x.shape[0]
 
     patterns = _as_array(diffraction, source, diffraction_key)
@@ -337,14 +347,19 @@ def validate(data: PtychoData) -> PtychoData:
 
 _REQUIRED = ("xcoords", "ycoords", "probeGuess")
 _OPTIONAL = ("objectGuess", "scan_index")
+_START_POSITIONS = ("xcoords_start", "ycoords_start")
+
+LAYOUTS = ("ptycho", "upstream")
+"""How :func:`load_npz` reads a file: this contract, or upstream PtychoPINN's conventions."""
 
 
-def _check_headers(reader: NpzReader, diffraction_key: str, source: str) -> None:
+def _check_headers(
+    reader: NpzReader, diffraction_key: str, positions: tuple[str, str], source: str
+) -> None:
     """Refuse declared shapes the contract cannot accept before any array is allocated."""
-    n = reader.header("xcoords").shape
+    n = reader.header(positions[0]).shape
     for key, ndims, what in (
-        ("xcoords", (1,), "a 1-D (n,) array of positions in object pixels"),
-        ("ycoords", (1,), "a 1-D (n,) array of positions in object pixels"),
+        *((key, (1,), "a 1-D (n,) array of positions in object pixels") for key in positions),
         (diffraction_key, (3,), "a 3-D (n, N, N) array"),
         ("probeGuess", (2, 3), "a 2-D (N, N) probe or 3-D (modes, N, N)"),
         ("objectGuess", (2,), "a 2-D (H, W) object"),
@@ -370,11 +385,16 @@ def _check_headers(reader: NpzReader, diffraction_key: str, source: str) -> None
             )
 
 
-def _read_members(path: Path, source: str) -> tuple[str, dict[str, np.ndarray | None], bool]:
+def _read_members(
+    path: Path, source: str, layout: str
+) -> tuple[str, tuple[str, str], dict[str, np.ndarray | None], bool]:
     """The members the contract uses, their headers checked first (others are not read)."""
     with open_npz(path) as reader:
         keys = reader.keys
         diffraction_key = "diffraction" if "diffraction" in keys else "diff3d"
+        positions = ("xcoords", "ycoords")
+        if layout == "upstream" and set(_START_POSITIONS) <= set(keys):
+            positions = _START_POSITIONS
         missing = [k for k in (diffraction_key, *_REQUIRED) if k not in keys]
         if missing:
             names = [
@@ -385,10 +405,10 @@ def _read_members(path: Path, source: str) -> tuple[str, dict[str, np.ndarray | 
                 f"{source}: key {', '.join(names)}: expected the required key(s) to be present, "
                 f"found them missing (keys in the file: {sorted(keys)})"
             )
-        _check_headers(reader, diffraction_key, source)
+        _check_headers(reader, diffraction_key, positions, source)
         arrays: dict[str, np.ndarray | None] = {
             key: reader.read(key) if key in keys else None
-            for key in (diffraction_key, *_REQUIRED, *_OPTIONAL)
+            for key in (diffraction_key, *positions, "probeGuess", *_OPTIONAL)
         }
         canonical = False
         if FORMAT_KEY in keys:
@@ -396,11 +416,14 @@ def _read_members(path: Path, source: str) -> tuple[str, dict[str, np.ndarray | 
                 header = reader.header(FORMAT_KEY)
                 if header.shape == () and header.dtype.kind == "U" and header.nbytes <= 256:
                     canonical = str(reader.read(FORMAT_KEY)) == FORMAT_VALUE
-    return diffraction_key, arrays, canonical
+    return diffraction_key, positions, arrays, canonical
 
 
 def load_npz(
-    path: str | os.PathLike[str], *, diffraction_is_intensity: bool | None = None
+    path: str | os.PathLike[str],
+    *,
+    diffraction_is_intensity: bool | None = None,
+    layout: str = "ptycho",
 ) -> PtychoData:
     """Read and validate an NPZ dataset (never unpickles).
 
@@ -409,25 +432,33 @@ def load_npz(
     ``diffraction_is_intensity`` overrides either default. Extra keys are ignored, except
     the ``ptycho_format`` marker that :func:`save_npz` writes: with it, an (n, N, N) array
     with n == N is taken as it is without the "ambiguous layout" warning.
+
+    ``layout='upstream'`` reads a file with upstream PtychoPINN's conventions instead:
+    ``diff3d`` holds amplitudes too, and the positions are ``xcoords_start`` /
+    ``ycoords_start`` when the file has both (the ones upstream's network and stitching
+    use), else ``xcoords`` / ``ycoords`` (specs/data-contract.md §4.4).
     """
+    if layout not in LAYOUTS:
+        raise ValueError(f"load_npz: layout must be one of {', '.join(LAYOUTS)}, found {layout!r}")
     if diffraction_is_intensity is not None and not isinstance(diffraction_is_intensity, bool):
         raise TypeError(
             "load_npz: diffraction_is_intensity must be None, True or False, found "
             f"{diffraction_is_intensity!r}"
         )
     source = os.fspath(path)
-    diffraction_key, arrays, canonical = _read_members(Path(source), source)
+    diffraction_key, positions, arrays, canonical = _read_members(Path(source), source, layout)
     if diffraction_is_intensity is None:
-        diffraction_is_intensity = diffraction_key == "diff3d"
+        diffraction_is_intensity = diffraction_key == "diff3d" and layout == "ptycho"
     return _validated(
         diffraction=arrays[diffraction_key],
-        xcoords=arrays["xcoords"],
-        ycoords=arrays["ycoords"],
+        xcoords=arrays[positions[0]],
+        ycoords=arrays[positions[1]],
         probe=arrays["probeGuess"],
         obj=arrays["objectGuess"],
         scan_index=arrays["scan_index"],
         source=source,
         diffraction_key=diffraction_key,
+        position_keys=positions,
         is_intensity=diffraction_is_intensity,
         warn_ambiguous=not canonical,
     )
