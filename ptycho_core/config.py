@@ -30,6 +30,7 @@ __all__ = [
     "ACCELERATORS",
     "ACTIVATION_ALIASES",
     "AMP_ACTIVATIONS",
+    "LEGACY_RENAMES",
     "LR_SCHEDULES",
     "MAX_BACKEND_OPTIONS",
     "MAX_OPTION_STRING",
@@ -662,7 +663,8 @@ class InferenceConfig(_ConfigMixin):
             )
 
 
-_LEGACY_RENAMES: Mapping[str, str] = {
+#: Our field name → upstream's ``params.cfg`` key, where they differ (both directions use it).
+LEGACY_RENAMES: Mapping[str, str] = {
     "object_big": "object.big",
     "probe_big": "probe.big",
     "probe_mask": "probe.mask",
@@ -692,7 +694,7 @@ def to_legacy_dict(
     if model is not None:
         flat.update(model)
     legacy = {
-        _LEGACY_RENAMES.get(key, key): value for key, value in flat.items() if value is not None
+        LEGACY_RENAMES.get(key, key): value for key, value in flat.items() if value is not None
     }
     if intensity_scale is not None:
         legacy["intensity_scale"] = float(intensity_scale)

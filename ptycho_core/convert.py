@@ -15,7 +15,7 @@ arrays that went in, so an array the target silently ignored cannot go unnoticed
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import numpy as np
@@ -28,6 +28,7 @@ from ptycho_core.protocol import (
     SupportsArrayImport,
     TrainedModel,
 )
+from ptycho_core.upstream import read_upstream_archive
 from ptycho_core.workflows import get_backend
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "convert_bundle",
     "convert_model",
     "export_bundle",
+    "import_upstream",
 ]
 
 EXPORT_METHOD = "export_arrays"
@@ -277,3 +279,48 @@ def export_bundle(
             f"found {format!r}"
         )
     return convert_bundle(source_path, EXPORT_FORMATS[format], output_path, backend_options=options)
+
+
+def import_upstream(
+    archive_path: str | os.PathLike[str],
+    output_path: str | os.PathLike[str],
+    *,
+    backend: BackendLike | None = None,
+    ignore: Collection[str] = (),
+) -> TrainedModel:
+    """Import the network of an upstream PtychoPINN archive (``wts.h5.zip``) as a bundle.
+
+    The archive is read as data (:func:`ptycho_core.upstream.read_upstream_archive`: no
+    pickled code runs, no model is deserialised); its weights go to ``backend`` (default:
+    the backend of the framework that wrote it, ``tensorflow``) through ``import_arrays``,
+    exactly as a conversion, and the bundle is written atomically at ``output_path``.
+    ``ignore`` names unknown upstream settings to pass over. Returns the imported model.
+    """
+    upstream = read_upstream_archive(
+        archive_path,
+        backend=None if backend is None else _backend(backend).name,
+        ignore=ignore,
+    )
+    target = _backend(backend if backend is not None else upstream.framework)
+    import_ = _method(target, IMPORT_METHOD, "target")
+    settings = upstream.settings
+    if settings.probe is None:
+        raise ConversionError(
+            f"upstream archive {upstream.path}: its params.dill holds no 'probe'; a ptycho "
+            "bundle needs the probe the network was trained with"
+        )
+    try:
+        model = import_(
+            dict(upstream.arrays),
+            config=settings.config,
+            probe=settings.probe,
+            intensity_scale=settings.intensity_scale,
+            history={},
+        )
+    except ValueError as error:
+        raise ConversionError(
+            f"backend {target.name!r} cannot import the weights of upstream archive "
+            f"{upstream.path}: {error}"
+        ) from error
+    target.save(model, output_path)
+    return model

@@ -19,6 +19,7 @@ __all__ = [
     "DataContractError",
     "PtychoError",
     "UnknownBackendError",
+    "UpstreamArchiveError",
 ]
 
 
@@ -63,3 +64,7 @@ class CapabilityError(PtychoError, ValueError):
 
     Raised instead of falling back silently (e.g. to training from scratch or to a flat start).
     """
+
+
+class UpstreamArchiveError(PtychoError, ValueError):
+    """An upstream PtychoPINN archive cannot be imported: unsafe, corrupt or not representable."""

@@ -468,3 +468,33 @@ def test_demo_options_go_to_its_training(tmp_path: Path) -> None:
     run(*demo, "--output-dir", str(out), "--option", "newton_fraction=1")
     model, _ = load_inference_bundle(out / "model.ptycho")
     assert dict(model.config.backend_options) == {"newton_fraction": 1}
+
+
+def test_infer_reads_upstreams_layout_with_layout_upstream(
+    simulated: tuple[Path, Path], bundles: dict, tmp_path: Path
+) -> None:
+    """Upstream's file of the same scan (amplitudes in (N, N, n) ``diff3d``, the positions
+    its network uses in ``xcoords_start``) reconstructs as ours does."""
+    with np.load(simulated[1], allow_pickle=False) as ours:
+        data = {
+            key: ours[key]
+            for key in ("diffraction", "xcoords", "ycoords", "probeGuess", "objectGuess")
+        }
+    upstream = tmp_path / "upstream.npz"
+    np.savez(
+        upstream,
+        diff3d=np.transpose(data["diffraction"], (1, 2, 0)),
+        xcoords=data["xcoords"] + 3.0,  # upstream groups by these but places by the start ones
+        ycoords=data["ycoords"] - 2.0,
+        xcoords_start=data["xcoords"],
+        ycoords_start=data["ycoords"],
+        probeGuess=data["probeGuess"].astype(np.complex128),
+        objectGuess=data["objectGuess"],
+    )
+    run_infer(bundles[TEST_BACKEND], simulated[1], tmp_path / "ours")
+    run_infer(bundles[TEST_BACKEND], upstream, tmp_path / "theirs", "--layout", "upstream")
+    with (
+        np.load(tmp_path / "ours" / "reconstruction.npz") as ours,
+        np.load(tmp_path / "theirs" / "reconstruction.npz") as theirs,
+    ):
+        np.testing.assert_allclose(theirs["object"], ours["object"], rtol=1e-6, atol=1e-7)

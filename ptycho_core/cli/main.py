@@ -201,7 +201,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = _training_config(args)
     check_backend_options(config.backend, config.backend_options, "training")  # before the data
     output = prepare_output_dir(args.output_dir)  # before the compute, not after it
-    results = train_cdi_model(args.data, None, config, hooks=_progress(args))
+    results = train_cdi_model(_dataset(args), None, config, hooks=_progress(args))
     model = results["model"]
     if _is_primary_process():
         with output_set(output) as stage:
@@ -273,12 +273,12 @@ def cmd_infer(args: argparse.Namespace) -> int:
             **changes,
         )
         if then is None:
-            result = reconstruct(model, args.data, config, hooks=hooks)
+            result = reconstruct(model, _dataset(args), config, hooks=hooks)
             how = result.backend
         else:
             first, result = reconstruct_hybrid(
                 model,
-                args.data,
+                _dataset(args),
                 then,
                 iterations=args.iterations,
                 config=config,
@@ -298,6 +298,13 @@ def cmd_infer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dataset(args: argparse.Namespace) -> Any:
+    """``args.data`` as the workflows take it: the path, or the dataset read with ``--layout``."""
+    from ptycho_core.data import load_npz
+
+    return args.data if args.layout == "ptycho" else load_npz(args.data, layout=args.layout)
+
+
 def _name(then: Any) -> str:
     """The backend of ``--then``: a name, or the backend of a loaded bundle."""
     return then if isinstance(then, str) else then.backend
@@ -310,7 +317,9 @@ def _refine(args: argparse.Namespace, model: Any, stage: Path, hooks: Any) -> An
     config = refinement_config(model, args.refine_epochs)
     if args.nphotons is not None:
         config = config.replace(nphotons=args.nphotons)
-    refined = refine_model(model, args.data, epochs=args.refine_epochs, config=config, hooks=hooks)
+    refined = refine_model(
+        model, _dataset(args), epochs=args.refine_epochs, config=config, hooks=hooks
+    )
     save_model(refined, stage / REFINED_BUNDLE_NAME)
     losses = refined.history.get("loss", [])
     final = f"final loss {float(losses[-1]):.4g}" if len(losses) else "no loss reported"
@@ -386,6 +395,21 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_upstream(args: argparse.Namespace) -> int:
+    from ptycho_core.convert import import_upstream
+
+    model = import_upstream(
+        args.archive, args.output, backend=args.backend, ignore=args.ignore_setting or ()
+    )
+    model_config = model.config.model
+    print(
+        f"imported {args.archive} (upstream PtychoPINN, N={model_config.N}, gridsize="
+        f"{model_config.gridsize}, n_filters_scale={model_config.n_filters_scale}) as backend "
+        f"{model.backend!r}; wrote {args.output}"
+    )
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from ptycho_core.bundle import read_manifest
     from ptycho_core.convert import export_bundle
@@ -420,6 +444,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _add_backend_option(parser: argparse.ArgumentParser, help: str) -> None:
     parser.add_argument("--option", action="append", metavar="NAME=VALUE", help=help)
+
+
+def _add_layout_option(parser: argparse.ArgumentParser) -> None:
+    from ptycho_core.data import LAYOUTS
+
+    parser.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default="ptycho",
+        help="how DATA.npz is laid out: ptycho's data contract (default) or upstream "
+        "PtychoPINN's (diff3d holds amplitudes; positions from xcoords_start/ycoords_start)",
+    )
 
 
 def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
@@ -488,6 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
         "else a raw string); overrides the --config entry of that NAME",
     )
     _add_runtime_options(train)
+    _add_layout_option(train)
     train.set_defaults(run=cmd_train)
 
     infer = commands.add_parser("infer", help="reconstruct a dataset with a trained bundle")
@@ -523,6 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
         "given, else of the bundle's backend",
     )
     _add_runtime_options(infer)
+    _add_layout_option(infer)
     infer.set_defaults(run=cmd_infer)
 
     evaluate = commands.add_parser("evaluate", help="compare a reconstruction with objectGuess")
@@ -592,6 +630,25 @@ def build_parser() -> argparse.ArgumentParser:
         "calibration_groups=512",
     )
     export.set_defaults(run=cmd_export)
+
+    upstream = commands.add_parser(
+        "import-upstream",
+        help="import an upstream PtychoPINN model archive (wts.h5.zip) as a bundle",
+    )
+    upstream.add_argument("archive", type=Path, metavar="ARCHIVE")
+    upstream.add_argument(
+        "--output", "-o", type=Path, required=True, metavar="OUT", help="bundle to write"
+    )
+    upstream.add_argument(
+        "--backend", help="backend of the bundle (default: tensorflow, the archive's framework)"
+    )
+    upstream.add_argument(
+        "--ignore-setting",
+        action="append",
+        metavar="KEY",
+        help="an unknown upstream setting to pass over, after checking it (repeatable)",
+    )
+    upstream.set_defaults(run=cmd_import_upstream)
 
     demo = commands.add_parser("demo", help="simulate → train → infer → evaluate, with a figure")
     demo.add_argument("--backend", default=TrainingConfig().backend, help="backend name")
