@@ -17,6 +17,7 @@ from ptycho_core.data import save_npz
 from ptycho_core.errors import UpstreamArchiveError
 from ptycho_core.object_patches import object_patches
 from ptycho_core.physics import focused_probe, normalize_probe
+from ptycho_core.simulate import default_dataset
 from ptycho_core.upstream import read_upstream_archive
 from ptycho_tf._keras import keras, tf
 from ptycho_tf.backend import TensorFlowBackend
@@ -109,7 +110,7 @@ def test_a_log_scale_saved_with_the_model_is_folded_into_the_network(tmp_path) -
     assert float(backend.export_arrays(imported)["log_gain"]) == pytest.approx(0.3, abs=1e-6)
 
 
-def test_import_upstream_then_infer_from_the_command_line(tmp_path, test_set) -> None:
+def test_import_upstream_then_infer_from_the_command_line(tmp_path) -> None:
     model = ModelConfig()
     archive, _ = _archive(tmp_path, model)
     bundle = tmp_path / "imported.ptycho"
@@ -117,7 +118,7 @@ def test_import_upstream_then_infer_from_the_command_line(tmp_path, test_set) ->
     assert result.returncode == 0, result.stderr
     assert "as backend 'tensorflow'" in result.stdout
     data = tmp_path / "data.npz"
-    save_npz(test_set, data)
+    save_npz(default_dataset("test", N=64, n_positions=64), data)
     result = run_cli("infer", str(bundle), str(data), "--output-dir", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr
     assert any((tmp_path / "out").iterdir())
