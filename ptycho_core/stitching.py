@@ -20,9 +20,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from ptycho_core.errors import DataContractError
+from ptycho_core.geometry import extract_patches_spline
 from ptycho_core.limits import MAX_CANVAS_PIXELS, MAX_COORDINATE
 
-__all__ = ["WEIGHT_FLOOR", "Stitched", "merge_stitched", "stitch_patches"]
+__all__ = [
+    "RESTORE_STEPS",
+    "WEIGHT_FLOOR",
+    "Stitched",
+    "merge_stitched",
+    "patches_restoring",
+    "stitch_patches",
+]
 
 WEIGHT_FLOOR = 1e-9
 """Pixels whose summed weight is at most this are treated as uncovered (image value 0)."""
@@ -215,3 +223,30 @@ def merge_stitched(first: Stitched, second: Stitched) -> Stitched:
     covered = weight > WEIGHT_FLOOR
     image[covered] = numerator[covered] / weight[covered]
     return Stitched(image=image, weight=weight, origin=(row0, col0))
+
+
+RESTORE_STEPS = 5
+"""Fixed-point steps of :func:`patches_restoring` (3 already settle a typical scan)."""
+
+
+def patches_restoring(
+    image: np.ndarray, x: np.ndarray, y: np.ndarray, N: int, *, M: int, steps: int = RESTORE_STEPS
+) -> np.ndarray:
+    """(n, N, N) complex64 patches at ``(x, y)`` (pixels of ``image``) that
+    :func:`stitch_patches` with central crops ``M`` turns back into ``image``.
+
+    For a solver whose result is an object image. Sampling it at the positions is not enough:
+    stitching splats every crop bilinearly and averages, which blurs an image sampled at
+    sub-pixel positions by up to a pixel. So the patches sample an image o fixed by
+    ``steps`` iterations of o ← o + (image − stitch(sample(o))) on the covered pixels,
+    starting from o = image (sampling is :func:`~ptycho_core.geometry.extract_patches_spline`).
+    """
+    target = np.asarray(image, dtype=np.complex128)
+    estimate = target.copy()
+    for _ in range(steps):
+        stitched = stitch_patches(
+            extract_patches_spline(estimate, x, y, N), x, y, M=M, shape=target.shape
+        )
+        covered = stitched.covered
+        estimate[covered] += target[covered] - stitched.image[covered]
+    return extract_patches_spline(estimate, x, y, N)

@@ -7,8 +7,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ptycho_core.geometry import extract_patches
-from ptycho_core.stitching import WEIGHT_FLOOR, Stitched, merge_stitched, stitch_patches
+from ptycho_core.geometry import extract_patches, extract_patches_spline
+from ptycho_core.stitching import (
+    WEIGHT_FLOOR,
+    Stitched,
+    merge_stitched,
+    patches_restoring,
+    stitch_patches,
+)
 
 NUMERIC = settings(max_examples=25, deadline=None)
 SEEDS = st.integers(0, 2**31)
@@ -297,3 +303,41 @@ def test_stitching_in_two_parts_and_merging_equals_stitching_at_once(
     assert merged.origin == whole.origin and merged.shape == whole.shape
     np.testing.assert_allclose(merged.weight, whole.weight, atol=1e-12)
     np.testing.assert_allclose(merged.image, whole.image, atol=1e-9)
+
+
+def _fine_object(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Detail down to about three pixels, amplitude in [0.2, 1], phase in [−1, 1]."""
+    from scipy.ndimage import zoom
+
+    def field() -> np.ndarray:
+        return zoom(rng.random((size // 3, size // 3)), size / (size // 3), order=1)
+
+    return (0.2 + 0.8 * field()) * np.exp(1j * (2 * field() - 1))
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), M=st.sampled_from([8, 12, 16]))
+def test_patches_restoring_stitch_back_to_the_object(seed: int, M: int) -> None:
+    """Sampled patches stitch to a blurred object; the restoring ones to the object itself."""
+    rng = np.random.default_rng(seed)
+    N, size = 16, 48
+    image = _fine_object(rng, size)
+    n = 120
+    x, y = rng.uniform(N / 2, size - 1 - N / 2, n), rng.uniform(N / 2, size - 1 - N / 2, n)
+    sampled = stitch_patches(extract_patches_spline(image, x, y, N), x, y, M=M, shape=image.shape)
+    restored = stitch_patches(patches_restoring(image, x, y, N, M=M), x, y, M=M, shape=image.shape)
+    inner = restored.covered_above(2.0)  # pixels under several crops, away from the scan's rim
+    assert inner.sum() > 100
+    before = np.sqrt(np.mean(np.abs(sampled.image - image)[inner] ** 2))
+    after = np.sqrt(np.mean(np.abs(restored.image - image)[inner] ** 2))
+    assert after < 0.25 * before, (before, after)
+
+
+def test_patches_restoring_leave_integer_positions_alone() -> None:
+    """At whole-pixel positions sampling is exact and stitching returns it: nothing to undo."""
+    rng = np.random.default_rng(0)
+    image = _fine_object(rng, 40)
+    x, y = rng.integers(8, 31, 30).astype(float), rng.integers(8, 31, 30).astype(float)
+    np.testing.assert_allclose(
+        patches_restoring(image, x, y, 16, M=10), extract_patches_spline(image, x, y, 16), atol=1e-5
+    )

@@ -60,7 +60,7 @@ from ptycho_core.limits import MAX_ITERATIONS
 from ptycho_core.npz import open_npz
 from ptycho_core.physics import probe_disk_mask
 from ptycho_core.protocol import TrainedModel, TrainingData
-from ptycho_core.stitching import Stitched
+from ptycho_core.stitching import Stitched, patches_restoring
 from ptycho_epie import __version__, engine
 
 __all__ = ["BETA", "DEFAULT_STEP", "PAYLOAD_FILE", "STEP_GRID", "EpieBackend", "EpieState"]
@@ -487,14 +487,12 @@ class EpieBackend(OneReconstructionPath):
                 hooks.ptycho_infer_progress(done=done, total=total)
                 reported = done
         centres = data.coords_offsets[:, 0, :, 0]
-        out = np.empty((total, data.N, data.N, 1), dtype=np.complex64)
-        for start_index in range(0, total, config.batch_size):
-            stop = min(start_index + config.batch_size, total)
-            out[start_index:stop, :, :, 0] = engine.extract_patches(
-                obj, scan, centres[start_index:stop, 0], centres[start_index:stop, 1], workers
-            )
+        row0, col0 = scan.origin
+        patches = patches_restoring(
+            obj, centres[:, 0] - col0, centres[:, 1] - row0, data.N, M=config.stitch_size
+        )
         hooks.ptycho_infer_progress(done=total, total=total)
-        return out
+        return patches[..., None]
 
     # ------------------------------------------------------------------ persistence
 

@@ -45,7 +45,7 @@ from ptycho_core.backend_options import (
 from ptycho_core.bundle import read_bundle, read_payload_json, write_bundle
 from ptycho_core.config import InferenceConfig, TrainingConfig
 from ptycho_core.errors import BundleError, ConfigError
-from ptycho_core.geometry import extract_patches, extract_patches_spline
+from ptycho_core.geometry import extract_patches
 from ptycho_core.grouping import GroupedData
 from ptycho_core.iterative import (
     OneReconstructionPath,
@@ -58,7 +58,7 @@ from ptycho_core.iterative import (
 from ptycho_core.limits import MAX_ITERATIONS
 from ptycho_core.npz import open_npz
 from ptycho_core.protocol import TrainedModel, TrainingData
-from ptycho_core.stitching import Stitched
+from ptycho_core.stitching import Stitched, patches_restoring
 from ptycho_ptychi import __version__, engines
 from ptycho_ptychi.engines import ENGINES, Canvas, Engine, Run
 
@@ -413,14 +413,11 @@ class PtychiBackend(OneReconstructionPath):
         obj, _, _ = engines.solve(run, canvas, patterns, amplitudes, start, state.probe, on_epoch)
         centres = data.coords_offsets[:, 0, :, 0]
         rows, cols = canvas.origin
-        out = np.empty((total, data.N, data.N, 1), dtype=np.complex64)
-        for first in range(0, total, config.batch_size):
-            last = min(first + config.batch_size, total)
-            out[first:last, :, :, 0] = extract_patches_spline(
-                obj, centres[first:last, 0] - cols, centres[first:last, 1] - rows, data.N
-            )
+        patches = patches_restoring(
+            obj, centres[:, 0] - cols, centres[:, 1] - rows, data.N, M=config.stitch_size
+        )
         hooks.ptycho_infer_progress(done=total, total=total)
-        return out
+        return patches[..., None]
 
     def _start_from(
         self,

@@ -289,8 +289,8 @@ def test_lsqml_reconstructs_far_better_than_its_flat_start() -> None:
 @pytest.mark.slow
 def test_lsqml_on_the_default_data_through_the_command_line(tmp_path: Path) -> None:
     """The default data (512 training, 256 held-out positions), `ptycho train` / `infer` /
-    `evaluate` with the backend's defaults. Measured: amplitude / phase SSIM 0.979 / 0.895
-    (README); this guards that level (the 0.98 aim is not reached, see the backend README)."""
+    `evaluate` with the backend's defaults. Measured: amplitude / phase SSIM 0.987 / 0.905
+    (README); the aim is amplitude SSIM ≥ 0.98."""
     ptycho("simulate", "train.npz", cwd=tmp_path)
     ptycho("simulate", "test.npz", "--split", "test", cwd=tmp_path)
     ptycho("-q", "train", "train.npz", "--backend", "ptychi-lsqml", "--all-groups",
@@ -299,7 +299,7 @@ def test_lsqml_on_the_default_data_through_the_command_line(tmp_path: Path) -> N
     metrics = json.loads(
         ptycho("evaluate", "run/test/reconstruction.npz", "test.npz", "--json", cwd=tmp_path).stdout
     )
-    assert metrics["amplitude_ssim"] >= 0.975 and metrics["phase_ssim"] >= 0.85, metrics
+    assert metrics["amplitude_ssim"] >= 0.98 and metrics["phase_ssim"] >= 0.88, metrics
 
 
 def test_cli_trains_infers_and_hands_a_network_over_to_lsqml(tmp_path: Path) -> None:
