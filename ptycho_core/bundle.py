@@ -534,6 +534,12 @@ def _check_members(
         if total > max_total_bytes:
             raise _fail(path, f"members total more than the limit of {max_total_bytes} bytes")
         members[name] = info
+    if MANIFEST_NAME not in members and "manifest.dill" in members:
+        raise _fail(
+            path,
+            "this is an upstream PtychoPINN archive, not a ptycho bundle; import it with "
+            f"`ptycho import-upstream {path} --output MODEL.ptycho`",
+        )
     for required in (MANIFEST_NAME, PROBE_NAME):
         if required not in members:
             raise _fail(path, f"member {required!r} is missing; this is not a ptycho bundle")

@@ -166,3 +166,13 @@ def test_weights_files_are_read_as_their_own_data_only(tmp_path, layers, fill, m
     )
     with pytest.raises(UpstreamArchiveError, match=message):
         read_upstream_archive(archive)
+
+
+def test_an_upstream_archive_given_where_a_bundle_belongs_names_the_import(tmp_path) -> None:
+    archive = write_archive(tmp_path / "wts.h5", _params(), 988.0)
+    result = run_cli(
+        "infer", str(archive), str(tmp_path / "data.npz"), "--output-dir", str(tmp_path / "o")
+    )
+    assert_one_line_error(
+        result, "upstream PtychoPINN archive", f"ptycho import-upstream {archive}"
+    )
