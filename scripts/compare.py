@@ -529,8 +529,8 @@ def run(
         results["finished"] = _now()
         save_json(store, portable(results, work))
     echo(f"wrote {store}")
-    if not quick:
-        write_tables(results, DOCS, FIGURE)
+    if not quick:  # from what was stored: the documents name no folder of this machine
+        write_tables(portable(results, work), DOCS, FIGURE)
         echo(f"rewrote the compare tables in {', '.join(str(d) for d in DOCS)} and {FIGURE}")
     return store
 
