@@ -130,6 +130,21 @@ def test_anything_but_plain_data_is_refused_naming_it(value, named) -> None:
     assert named in str(error.value)
 
 
+@pytest.mark.parametrize("kind", [bytes, bytearray])
+def test_a_size_never_reaches_an_allocation(kind) -> None:
+    """``bytes(n)`` / ``bytearray(n)`` would allocate n bytes: a tiny pickle, a huge array."""
+
+    class Allocates:
+        def __reduce__(self):
+            return (kind, (10**15,))
+
+    for dumper in DUMPERS.values():
+        with pytest.raises(
+            UpstreamArchiveError, match=f"refused to unpickle builtins.{kind.__name__} of a int"
+        ):
+            load_pickle(dumper({"v": Allocates()}), "params.dill")
+
+
 def test_persistent_references_and_oversized_pickles_are_refused() -> None:
     import io
 

@@ -87,13 +87,25 @@ def _tensor(value: Any, *args: Any, **kwargs: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-_DILL_TYPES: dict[str, type] = {
-    t.__name__: t
-    for t in (bool, int, float, complex, str, bytes, bytearray, list, tuple, dict, set, frozenset)
+def _bytes_like(kind: type) -> Callable[..., Any]:
+    """``bytes``/``bytearray`` of text or bytes only: called with a number they would
+    allocate that many bytes (protocol-2 pickles spell ``b''`` as ``bytes()``)."""
+
+    def build(*args: Any) -> Any:
+        if args and not isinstance(args[0], bytes | str):
+            raise _Refused(f"builtins.{kind.__name__} of a {type(args[0]).__name__}")
+        return kind(*args)
+
+    return build
+
+
+_DILL_TYPES: dict[str, Any] = {
+    **{t.__name__: t for t in (bool, int, float, complex, str, list, tuple, dict, set, frozenset)},
+    **{t.__name__: _bytes_like(t) for t in (bytes, bytearray)},
 }
 
 
-def _dill_type(name: Any) -> type:
+def _dill_type(name: Any) -> Any:
     """dill names some builtin types through its own table; only plain data types pass."""
     try:
         return _DILL_TYPES[name]
@@ -106,13 +118,6 @@ def _latin1(text: Any, encoding: Any = "latin1") -> bytes:
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
         raise _Refused("_codecs.encode of anything but text to latin-1 bytes")
     return text.encode("latin-1")
-
-
-def _empty_bytes(*args: Any) -> bytes:
-    """Protocol-2 pickles spell ``b''`` as ``bytes()`` (``bytes(n)`` would allocate n bytes)."""
-    if args:
-        raise _Refused("builtins.bytes called with arguments")
-    return b""
 
 
 def _path(flavour: Callable[..., Any]) -> Callable[..., Any]:
@@ -128,10 +133,10 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("builtins", "complex"): complex,
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
-    ("builtins", "bytearray"): bytearray,
+    ("builtins", "bytearray"): _bytes_like(bytearray),
     ("collections", "OrderedDict"): OrderedDict,
     ("_codecs", "encode"): _latin1,
-    ("builtins", "bytes"): _empty_bytes,
+    ("builtins", "bytes"): _bytes_like(bytes),
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): _dtype,
     ("dill._dill", "_create_array"): _dill_array,
