@@ -35,6 +35,7 @@ __all__ = [
     "EXPORT_FORMATS",
     "EXPORT_METHOD",
     "IMPORT_METHOD",
+    "UPSTREAM_BACKEND",
     "ConversionError",
     "checked_import",
     "checked_intensity_scale",
@@ -48,6 +49,8 @@ EXPORT_METHOD = "export_arrays"
 IMPORT_METHOD = "import_arrays"
 EXPORT_FORMATS: Mapping[str, str] = {"onnx": "onnx"}
 """``ptycho export --format`` → the deployment backend whose bundles hold that format."""
+UPSTREAM_BACKEND = "tensorflow"
+"""The backend an upstream archive is imported into by default: its own framework's."""
 
 
 class ConversionError(PtychoError, ValueError):
@@ -59,6 +62,11 @@ BackendLike = str | ReconstructionBackend
 
 def _backend(backend: BackendLike) -> ReconstructionBackend:
     return get_backend(backend) if isinstance(backend, str) else backend
+
+
+def _backend_name(backend: BackendLike) -> str:
+    """The name of ``backend``, without selecting (importing) one given by name."""
+    return backend if isinstance(backend, str) else backend.name
 
 
 _ROLES = {"source": SupportsArrayExport, "target": SupportsArrayImport}
@@ -199,7 +207,7 @@ def convert_model(
     """
     source_backend, target_backend = _backend(source), _backend(target)
     export = _method(source_backend, EXPORT_METHOD, "source")
-    import_ = _method(target_backend, IMPORT_METHOD, "target")
+    _method(target_backend, IMPORT_METHOD, "target")
     if model.backend != source_backend.name:
         raise ConversionError(
             f"the model was trained by backend {model.backend!r}, not by the source backend "
@@ -209,28 +217,39 @@ def convert_model(
     config = model.config.replace(
         backend=target_backend.name, backend_options=dict(backend_options or {})
     )
+    return _imported(
+        target_backend,
+        arrays,
+        origin=f"backend {source_backend.name!r}",
+        config=config,
+        probe=np.asarray(model.probe),
+        intensity_scale=float(model.intensity_scale),
+        history=dict(model.history),
+    )
+
+
+def _imported(
+    target: ReconstructionBackend, arrays: dict[str, np.ndarray], *, origin: str, **given: Any
+) -> TrainedModel:
+    """``target.import_arrays(arrays, **given)``, checked: refusals become conversion errors
+    naming the ``origin`` of the weights, the result must be a model of ``target``, and
+    exporting it (when ``target`` can) must give back exactly ``arrays``."""
+    import_ = _method(target, IMPORT_METHOD, "target")
     try:
-        converted = import_(
-            arrays,
-            config=config,
-            probe=np.asarray(model.probe),
-            intensity_scale=float(model.intensity_scale),
-            history=dict(model.history),
-        )
+        imported = import_(arrays, **given)
     except ValueError as error:
         raise ConversionError(
-            f"backend {target_backend.name!r} cannot import the weights of backend "
-            f"{source_backend.name!r}: {error}"
+            f"backend {target.name!r} cannot import the weights of {origin}: {error}"
         ) from error
-    if not isinstance(converted, TrainedModel) or converted.backend != target_backend.name:
+    if not isinstance(imported, TrainedModel) or imported.backend != target.name:
         raise ConversionError(
-            f"backend {target_backend.name!r}: import_arrays returned "
-            f"{type(converted).__name__} of backend {getattr(converted, 'backend', None)!r}, not a "
-            f"TrainedModel of backend {target_backend.name!r}"
+            f"backend {target.name!r}: import_arrays returned "
+            f"{type(imported).__name__} of backend {getattr(imported, 'backend', None)!r}, not a "
+            f"TrainedModel of backend {target.name!r}"
         )
-    if isinstance(target_backend, SupportsArrayExport):
-        _check_round_trip(arrays, target_backend.export_arrays(converted), target_backend.name)
-    return converted
+    if isinstance(target, SupportsArrayExport):
+        _check_round_trip(arrays, target.export_arrays(imported), target.name)
+    return imported
 
 
 def convert_bundle(
@@ -291,36 +310,29 @@ def import_upstream(
     """Import the network of an upstream PtychoPINN archive (``wts.h5.zip``) as a bundle.
 
     The archive is read as data (:func:`ptycho_core.upstream.read_upstream_archive`: no
-    pickled code runs, no model is deserialised); its weights go to ``backend`` (default:
-    the backend of the framework that wrote it, ``tensorflow``) through ``import_arrays``,
-    exactly as a conversion, and the bundle is written atomically at ``output_path``.
+    pickled code runs, no model is deserialised) before any backend is selected; its weights
+    go to ``backend`` (default :data:`UPSTREAM_BACKEND`, the framework that wrote it) through
+    ``import_arrays``, checked as in a conversion, and the bundle is written atomically at
+    ``output_path``.
     ``ignore`` names unknown upstream settings to pass over. Returns the imported model.
     """
-    upstream = read_upstream_archive(
-        archive_path,
-        backend=None if backend is None else _backend(backend).name,
-        ignore=ignore,
-    )
-    target = _backend(backend if backend is not None else upstream.framework)
-    import_ = _method(target, IMPORT_METHOD, "target")
+    name = UPSTREAM_BACKEND if backend is None else _backend_name(backend)
+    upstream = read_upstream_archive(archive_path, backend=name, ignore=ignore)
     settings = upstream.settings
     if settings.probe is None:
         raise ConversionError(
             f"upstream archive {upstream.path}: its params.dill holds no 'probe'; a ptycho "
             "bundle needs the probe the network was trained with"
         )
-    try:
-        model = import_(
-            dict(upstream.arrays),
-            config=settings.config,
-            probe=settings.probe,
-            intensity_scale=settings.intensity_scale,
-            history={},
-        )
-    except ValueError as error:
-        raise ConversionError(
-            f"backend {target.name!r} cannot import the weights of upstream archive "
-            f"{upstream.path}: {error}"
-        ) from error
+    target = _backend(name if backend is None else backend)
+    model = _imported(
+        target,
+        upstream.arrays,
+        origin=f"upstream archive {upstream.path}",
+        config=settings.config,
+        probe=settings.probe,
+        intensity_scale=settings.intensity_scale,
+        history={},
+    )
     target.save(model, output_path)
     return model

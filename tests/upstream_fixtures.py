@@ -216,3 +216,30 @@ def upstream_generator(
     amplitude = decoder_head(x, model.amp_activation, 1.0, "amp")
     phase = decoder_head(x, "tanh", math.pi, "phi")
     return keras.Model([diffraction, positions], [amplitude, phase])
+
+
+def generator_archive(
+    base: Path, model: ModelConfig, intensity_scale: float, *, seed: int = 3, **generator: Any
+) -> tuple[Path, Any]:
+    """An archive of :func:`upstream_generator` (both upstream model names), saved with the
+    settings upstream keeps for ``model`` and its normalised probe; (path, Keras network)."""
+    import tensorflow as tf
+
+    from ptycho_core.physics import focused_probe, normalize_probe
+
+    network = upstream_generator(model, intensity_scale, seed=seed, **generator)
+    probe = normalize_probe(focused_probe(model.N), model.probe_scale)
+    params = upstream_params(model, probe=tf.constant(probe[..., None]))
+    models = {"autoencoder": network, "diffraction_to_obj": network}
+    return write_archive(base, params, intensity_scale, models=models), network
+
+
+def upstream_patches(
+    network: Any, model: ModelConfig, x: np.ndarray, coords: np.ndarray, intensity_scale: float
+) -> np.ndarray:
+    """The object patches of upstream's inference: callers multiply X_n by the archive's
+    ``intensity_scale``; the weight-free tail is ``ptycho_core.object_patches``."""
+    from ptycho_core.object_patches import object_patches
+
+    amplitude, phase = network.predict([x * np.float32(intensity_scale), coords], verbose=0)
+    return object_patches(amplitude, phase, coords, model)

@@ -261,9 +261,10 @@ def cmd_infer(args: argparse.Namespace) -> int:
         if value is not None
     }
     written = ["reconstruction.npz", "amplitude.png", "phase.png"]
+    data = _dataset(args)
     with output_set(output) as stage:
         if args.refine_epochs:
-            model = _refine(args, model, stage, hooks)
+            model = _refine(args, model, data, stage, hooks)
             written.append(REFINED_BUNDLE_NAME)
         config = InferenceConfig(
             backend=model.backend,
@@ -273,12 +274,12 @@ def cmd_infer(args: argparse.Namespace) -> int:
             **changes,
         )
         if then is None:
-            result = reconstruct(model, _dataset(args), config, hooks=hooks)
+            result = reconstruct(model, data, config, hooks=hooks)
             how = result.backend
         else:
             first, result = reconstruct_hybrid(
                 model,
-                _dataset(args),
+                data,
                 then,
                 iterations=args.iterations,
                 config=config,
@@ -310,16 +311,14 @@ def _name(then: Any) -> str:
     return then if isinstance(then, str) else then.backend
 
 
-def _refine(args: argparse.Namespace, model: Any, stage: Path, hooks: Any) -> Any:
+def _refine(args: argparse.Namespace, model: Any, data: Any, stage: Path, hooks: Any) -> Any:
     """``ptycho infer --refine-epochs``: refine on the data; the new model joins the outputs."""
     from ptycho_core.workflows import refine_model, refinement_config, save_model
 
     config = refinement_config(model, args.refine_epochs)
     if args.nphotons is not None:
         config = config.replace(nphotons=args.nphotons)
-    refined = refine_model(
-        model, _dataset(args), epochs=args.refine_epochs, config=config, hooks=hooks
-    )
+    refined = refine_model(model, data, epochs=args.refine_epochs, config=config, hooks=hooks)
     save_model(refined, stage / REFINED_BUNDLE_NAME)
     losses = refined.history.get("loss", [])
     final = f"final loss {float(losses[-1]):.4g}" if len(losses) else "no loss reported"

@@ -6,8 +6,9 @@ and, per model (``autoencoder``, ``diffraction_to_obj``), a folder with its weig
 TensorFlow package, ``custom_objects.dill`` and ``model.h5``. Version ``'1.0'`` is the
 TensorFlow package (weights in ``model.keras``), ``'2.0-pytorch'`` its PyTorch port
 (``model.pth``), which is recognised and refused (its network differs from ours). Only the
-manifest, one model's ``params.dill`` and that model's weights are read; ``custom_objects.dill`` holds code (upstream's layer classes) and is never
-opened. Nothing is extracted to disk.
+manifest, one model's ``params.dill`` and that model's weights are read;
+``custom_objects.dill`` holds code (upstream's layer classes) and is never opened. Nothing
+is extracted to disk.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ from ptycho_core.upstream.members import read_member
 from ptycho_core.upstream.params import UpstreamSettings, settings_from_params
 from ptycho_core.upstream.pickles import MAX_PICKLE_BYTES, load_pickle
 
-__all__ = ["FRAMEWORKS", "UpstreamModel", "read_upstream_archive"]
+__all__ = ["VERSIONS", "UpstreamModel", "read_upstream_archive"]
 
-FRAMEWORKS = {"1.0": "tensorflow", "2.0-pytorch": "pytorch"}
-"""Upstream manifest version → the framework that wrote it (and our backend of it)."""
+TENSORFLOW_VERSION, PYTORCH_VERSION = "1.0", "2.0-pytorch"
+VERSIONS = (TENSORFLOW_VERSION, PYTORCH_VERSION)
+"""Upstream manifest versions: its TensorFlow package (read) and its PyTorch port (refused)."""
 
 _PYTORCH_PORT = (
     "written by upstream's PyTorch port (manifest version '2.0-pytorch'), which is not "
@@ -50,9 +52,6 @@ class UpstreamModel:
     """One upstream network, as ptycho's neutral weights and configs."""
 
     path: Path
-    framework: str
-    version: str
-    member: str
     settings: UpstreamSettings
     arrays: dict[str, np.ndarray]
 
@@ -74,26 +73,26 @@ def _open(path: Path) -> zipfile.ZipFile:
     return archive
 
 
-def _manifest(path: Path, archive: zipfile.ZipFile) -> tuple[str, str]:
-    """(version, the model to read) from ``manifest.dill``."""
-    manifest = load_pickle(
-        read_member(archive, "manifest.dill", MAX_PICKLE_BYTES, f"upstream archive {path}"),
-        f"{path}: manifest.dill",
-    )
+def _manifest(path: Path, archive: zipfile.ZipFile) -> str:
+    """The model to read, from ``manifest.dill`` (the PyTorch port's archives are refused)."""
+    raw = read_member(archive, "manifest.dill", MAX_PICKLE_BYTES, f"upstream archive {path}")
+    manifest = load_pickle(raw, f"{path}: manifest.dill")
     if not isinstance(manifest, dict):
         raise _fail(path, f"manifest.dill: expected a dict, found {type(manifest).__name__}")
     version, models = manifest.get("version"), manifest.get("models")
-    if version not in FRAMEWORKS:
+    if version == PYTORCH_VERSION:
+        raise _fail(path, _PYTORCH_PORT)
+    if version != TENSORFLOW_VERSION:
         raise _fail(
             path,
-            f"manifest.dill: key 'version': expected one of {', '.join(map(repr, FRAMEWORKS))}, "
+            f"manifest.dill: key 'version': expected one of {', '.join(map(repr, VERSIONS))}, "
             f"found {version!r}",
         )
     if not isinstance(models, list | tuple):
         raise _fail(path, f"manifest.dill: key 'models': expected a list, found {models!r}")
     for name in _MODELS:
         if name in models:
-            return version, name
+            return name
     raise _fail(
         path,
         f"manifest.dill: key 'models': expected {' or '.join(map(repr, _MODELS))}, found "
@@ -109,40 +108,31 @@ def _trainable_probe(settings: UpstreamSettings) -> dict[str, np.ndarray]:
 
 
 def read_upstream_archive(
-    path: str | os.PathLike[str], *, backend: str | None = None, ignore: Collection[str] = ()
+    path: str | os.PathLike[str], *, backend: str = "tensorflow", ignore: Collection[str] = ()
 ) -> UpstreamModel:
     """The network in the upstream archive at ``path``, as neutral arrays and our configs.
 
-    ``backend`` is the backend the configs name (default: the one of the archive's
-    framework); ``ignore`` lists unknown upstream settings to pass over
+    ``backend`` is the backend the configs name (default: the archive's own framework's);
+    ``ignore`` lists unknown upstream settings to pass over
     (:func:`ptycho_core.upstream.params.settings_from_params`). Raises
     :class:`UpstreamArchiveError` naming the file, member and key for anything unsafe,
     corrupt or not representable.
     """
     path = Path(path)
+    where = f"upstream archive {path}"
     with _open(path) as archive:
-        version, name = _manifest(path, archive)
-        framework = FRAMEWORKS[version]
-        if framework != "tensorflow":
-            raise _fail(path, _PYTORCH_PORT)
+        name = _manifest(path, archive)
         source = f"{path}: {name}/params.dill"
-        settings = settings_from_params(
-            load_pickle(
-                read_member(
-                    archive, f"{name}/params.dill", MAX_PICKLE_BYTES, f"upstream archive {path}"
-                ),
-                source,
-            ),
-            source,
-            backend=backend or framework,
-            ignore=ignore,
+        params = load_pickle(
+            read_member(archive, f"{name}/params.dill", MAX_PICKLE_BYTES, where), source
         )
+        settings = settings_from_params(params, source, backend=backend, ignore=ignore)
         member = f"{name}/model.keras"
-        weights = read_member(archive, member, _MAX_WEIGHTS_BYTES, f"upstream archive {path}")
+        weights = read_member(archive, member, _MAX_WEIGHTS_BYTES, where)
     arrays, log_scale = read_keras_weights(weights, f"{path}: {member}", settings.config.model)
     arrays = _scaled(arrays, settings, log_scale)
     arrays.update(_trainable_probe(settings))
-    return UpstreamModel(path, framework, version, member, settings, arrays)
+    return UpstreamModel(path, settings, arrays)
 
 
 def _scaled(

@@ -50,12 +50,9 @@ def creation_order(model: ModelConfig) -> list[tuple[str, str]]:
     for i in range(len(encoder_filters(model.N, model.n_filters_scale))):
         order += [(f"encoder.blocks.{i}.conv0", "relu"), (f"encoder.blocks.{i}.conv1", "relu")]
     for decoder in ("decoder_amp", "decoder_phase"):
-        if model.pad_object:
-            order.append((f"{decoder}.head", "linear"))
-            if model.probe_big:
-                order.append((f"{decoder}.outer.head", "linear"))
-        else:
-            order.append((f"{decoder}.head", "linear"))
+        order.append((f"{decoder}.head", "linear"))
+        if model.pad_object and model.probe_big:
+            order.append((f"{decoder}.outer.head", "linear"))
         for i in range(len(decoder_filters(model.N, model.n_filters_scale))):
             order += [
                 (f"{decoder}.blocks.{i}.conv0", "relu"),
@@ -145,8 +142,10 @@ def _variables(source: str, weights: Any, key: str, name: str) -> list[Any]:
 
 
 def _dataset(source: str, dataset: Any, what: str, shape: tuple[int, ...]) -> np.ndarray:
-    if not isinstance(dataset, _h5py().Dataset) or tuple(dataset.shape) != shape:
-        found = tuple(dataset.shape) if isinstance(dataset, _h5py().Dataset) else "a group"
+    if not isinstance(dataset, _h5py().Dataset):
+        raise UpstreamArchiveError(f"{source}: {what}: expected a dataset, found a group")
+    if tuple(dataset.shape) != shape:
+        found = tuple(dataset.shape)
         raise UpstreamArchiveError(f"{source}: {what}: expected shape {shape}, found {found}")
     if dataset.external or dataset.is_virtual:
         raise UpstreamArchiveError(f"{source}: {what}: stored outside the file; not read")
@@ -180,7 +179,6 @@ def read_keras_weights(
     with weights that maps nowhere is an error naming it.
     """
     shapes = neutral_shapes(model)
-    order = creation_order(model)
     expected_bytes = 4 * sum(math.prod(shape) for shape in shapes.values())
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
@@ -221,31 +219,43 @@ def read_keras_weights(
                     f"{source}: layer {name!r} ({layer['class_name']}) holds weights that map "
                     "onto no layer of ptycho's network"
                 )
+        order = creation_order(model)
         if len(convolutions) != len(order):
             raise UpstreamArchiveError(
                 f"{source}: expected {len(order)} convolutions for {_architecture(model)}, "
                 f"found {len(convolutions)} ({', '.join(n for n, _, _ in convolutions.values())})"
             )
-        arrays = {}
-        for (neutral, activation), index in zip(order, sorted(convolutions), strict=True):
-            name, config, variables = convolutions[index]
-            found = config.get("activation", "linear")
-            if found != activation:
-                raise UpstreamArchiveError(
-                    f"{source}: layer {name!r} takes the place of {neutral} and should use "
-                    f"activation {activation!r}, found {found!r}"
-                )
-            if len(variables) != 2:
-                raise UpstreamArchiveError(
-                    f"{source}: layer {name!r}: expected a kernel and a bias, found "
-                    f"{len(variables)} variable(s)"
-                )
-            for variable, part in zip(variables, ("kernel", "bias"), strict=True):
-                what = f"layer {name!r} ({neutral}.{part})"
-                arrays[f"{neutral}.{part}"] = _dataset(
-                    source, variable, what, shapes[f"{neutral}.{part}"]
-                )
+        arrays = _neutral_arrays(source, order, convolutions, shapes)
     return arrays, log_scale
+
+
+def _neutral_arrays(
+    source: str,
+    order: list[tuple[str, str]],
+    convolutions: Mapping[int, tuple[str, Mapping[str, Any], list[Any]]],
+    shapes: Mapping[str, tuple[int, ...]],
+) -> dict[str, np.ndarray]:
+    """The convolutions, in creation order, under the neutral names of ``order``."""
+    arrays = {}
+    for (neutral, activation), index in zip(order, sorted(convolutions), strict=True):
+        name, config, variables = convolutions[index]
+        found = config.get("activation", "linear")
+        if found != activation:
+            raise UpstreamArchiveError(
+                f"{source}: layer {name!r} takes the place of {neutral} and should use "
+                f"activation {activation!r}, found {found!r}"
+            )
+        if len(variables) != 2:
+            raise UpstreamArchiveError(
+                f"{source}: layer {name!r}: expected a kernel and a bias, found "
+                f"{len(variables)} variable(s)"
+            )
+        for variable, part in zip(variables, ("kernel", "bias"), strict=True):
+            what = f"layer {name!r} ({neutral}.{part})"
+            arrays[f"{neutral}.{part}"] = _dataset(
+                source, variable, what, shapes[f"{neutral}.{part}"]
+            )
+    return arrays
 
 
 def _architecture(model: ModelConfig) -> str:

@@ -117,9 +117,8 @@ class UpstreamSettings:
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray) and value.ndim == 0:
+    """numpy scalars (and 0-d arrays) as the Python values our configs validate."""
+    if isinstance(value, np.generic) or (isinstance(value, np.ndarray) and value.ndim == 0):
         return value.item()
     return value
 
@@ -131,12 +130,7 @@ def _field(key: str) -> str:
 def _required(source: str, key: str, value: Any) -> None:
     wanted = REQUIRED_VALUES[key]
     value = _plain(value)
-    numeric = isinstance(wanted, float) and isinstance(value, int | float)
-    if (
-        isinstance(value, bool)
-        or (type(value) is not type(wanted) and not numeric)
-        or value != wanted
-    ):
+    if isinstance(value, bool) or not isinstance(value, str | int | float) or value != wanted:
         raise UpstreamArchiveError(
             f"{source}: key '{key}': ptycho reproduces only {wanted!r}, found {value!r} "
             f"(a network built with it cannot be imported)"

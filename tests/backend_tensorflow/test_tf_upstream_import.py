@@ -9,17 +9,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cli_helpers import run_cli
-from upstream_fixtures import upstream_generator, upstream_params, write_archive
+from upstream_fixtures import (
+    generator_archive,
+    upstream_generator,
+    upstream_params,
+    upstream_patches,
+    write_archive,
+)
 
 from ptycho_core.config import ModelConfig
 from ptycho_core.convert import import_upstream
 from ptycho_core.data import save_npz
 from ptycho_core.errors import UpstreamArchiveError
-from ptycho_core.object_patches import object_patches
-from ptycho_core.physics import focused_probe, normalize_probe
 from ptycho_core.simulate import default_dataset
 from ptycho_core.upstream import read_upstream_archive
-from ptycho_tf._keras import keras, tf
+from ptycho_tf._keras import keras
 from ptycho_tf.backend import TensorFlowBackend
 
 S = 988.2
@@ -33,17 +37,11 @@ ARCHITECTURES = {
 
 
 def _archive(tmp_path: Path, model: ModelConfig, **generator: float) -> tuple[Path, object]:
-    network = upstream_generator(model, S, seed=3, **generator)
-    probe = normalize_probe(focused_probe(model.N), model.probe_scale)
-    params = upstream_params(model, probe=tf.constant(probe[..., None]))
-    models = {"autoencoder": network, "diffraction_to_obj": network}
-    return write_archive(tmp_path / "wts.h5", params, S, models=models), network
+    return generator_archive(tmp_path / "wts.h5", model, S, **generator)
 
 
 def _upstream_patches(network: object, model: ModelConfig, x: np.ndarray, coords: np.ndarray):
-    """Upstream's inference: callers multiply X_n by the archive's intensity_scale."""
-    amplitude, phase = network.predict([x * np.float32(S), coords], verbose=0)
-    return object_patches(amplitude, phase, coords, model)
+    return upstream_patches(network, model, x, coords, S)
 
 
 def _batch(model: ModelConfig) -> tuple[np.ndarray, np.ndarray]:

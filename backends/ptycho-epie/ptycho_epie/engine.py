@@ -33,14 +33,11 @@ import numpy as np
 import scipy.fft
 import scipy.ndimage
 
-from ptycho_core.geometry import extract_patches_spline
-
 __all__ = [
     "Losses",
     "Scan",
     "amplitude_scale",
     "batch_order",
-    "extract_patches",
     "flat_object",
     "illumination",
     "iterate",
@@ -361,15 +358,3 @@ def measure(
         amplitude = np.abs(scipy.fft.fft2(psi, workers=workers, overwrite_x=True))
         sums.add(amplitude, measured[part], scale)
     return sums.result()
-
-
-def extract_patches(
-    obj: np.ndarray, scan: Scan, x: np.ndarray, y: np.ndarray, workers: int
-) -> np.ndarray:
-    """(b, N, N) complex64 patches ``object(y + i − N/2, x + j − N/2)`` of the canvas,
-    cubic-spline interpolated (:func:`ptycho_core.geometry.extract_patches_spline`)."""
-    del workers  # the spline interpolation is single-threaded
-    row0, col0 = scan.origin
-    return extract_patches_spline(
-        obj, np.asarray(x, dtype=np.float64) - col0, np.asarray(y, dtype=np.float64) - row0, scan.N
-    )

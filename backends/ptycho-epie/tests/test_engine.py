@@ -85,14 +85,15 @@ def test_extracted_patches_follow_the_core_pixel_convention(points: list) -> Non
     y = np.array([p[1] for p in points])
     scan = engine.make_scan(np.r_[x, 30.0, 60.0], np.r_[y, 30.0, 60.0], N)
     canvas = on_canvas(obj, scan)
-    ours = engine.extract_patches(canvas, scan, x, y, 1)
+    row0, col0 = scan.origin  # the canvas frame, as the backend reads its object
+    ours = geometry.extract_patches_spline(canvas, x - col0, y - row0, N)
     for k in range(len(points)):
         ix, iy = np.round(x[k]), np.round(y[k])
         moved = fourier_shift(obj, -(y[k] - iy), -(x[k] - ix))  # moved(r, c) = obj(r + dy, c + dx)
         exact = geometry.extract_patches(moved, np.array([ix]), np.array([iy]), N)[0]
         inner = (slice(2, -2), slice(2, -2))  # the spline mirrors at the canvas border
         np.testing.assert_allclose(ours[k][inner], exact[inner], atol=1e-4)
-    rounded = engine.extract_patches(canvas, scan, np.round(x), np.round(y), 1)
+    rounded = geometry.extract_patches_spline(canvas, np.round(x) - col0, np.round(y) - row0, N)
     core = geometry.extract_patches(obj, np.round(x), np.round(y), N)
     np.testing.assert_allclose(rounded, core, atol=1e-5)
 
