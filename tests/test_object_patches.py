@@ -72,7 +72,9 @@ def test_a_group_moved_as_a_whole_gives_the_same_object(seed, common) -> None:
     moved = coords + common.reshape(1, 1, 2, 1)
     first = object_patches(amplitude, phase, coords, config)
     again = object_patches(amplitude, phase, moved, config)
-    np.testing.assert_allclose(again, first, rtol=1e-4, atol=1e-5 * np.abs(first).max())
+    # the float32 offsets of the moved group differ by round-off (~1e-7 of a coordinate),
+    # which the free field's 1 / (Σ mask + ε) amplifies up to 1000×: 1e-4 was found too tight
+    np.testing.assert_allclose(again, first, rtol=1e-3, atol=1e-5 * np.abs(first).max())
     # four copies of one patch at offset 0: the box holds 4·patch / (4 + ε)
     still = np.zeros_like(coords)
     same_amp, same_phase = np.repeat(amplitude[..., :1], 4, -1), np.repeat(phase[..., :1], 4, -1)
